@@ -1,0 +1,360 @@
+"""Gymnasium env: the SO-101 picks a block and places it in a bowl.
+
+Observations and actions use a real SO-101's LeRobot units (see `units.py`), at 30 fps by default, so
+a dataset generated here and one recorded on a real arm are interchangeable to a policy:
+
+- `agent_pos` (6,): joint positions, `shoulder_pan.pos` ... `gripper.pos`
+- `environment_state` (10,) (state modes only, privileged): block position (3), block quaternion
+  (w, x, y, z) (4), bowl position (3), in metres in the arm's base frame
+- `pixels` {camera: uint8 H x W x 3} (pixel modes only)
+
+The action is the absolute joint-position target (6,) in the same units, as `so101_follower` takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from lerobot_steer.sim.model import load_scene
+from lerobot_steer.sim.units import (
+    JOINT_LIMITS_LEROBOT,
+    JOINT_NAMES,
+    MOTOR_KEYS,
+    lerobot_to_radians,
+    radians_to_lerobot,
+)
+
+logger = logging.getLogger(__name__)
+
+TASK_DESCRIPTION = "Pick up the red block and place it in the blue bowl."
+OBS_TYPES = ("state", "pixels", "pixels_state")
+CAMERAS = ("front", "wrist")
+REWARD_TYPES = ("sparse", "dense")
+
+# Failure taxonomy, one label per finished episode (the thesis project's categories).
+SUCCESS = "success"
+NEVER_PICKED_UP = "never_picked_up"
+DROPPED_DURING_TRANSPORT = "dropped_during_transport"
+MISSED_BOWL = "missed_bowl"
+TIMEOUT = "timeout"
+OUTCOMES = (SUCCESS, NEVER_PICKED_UP, DROPPED_DURING_TRANSPORT, MISSED_BOWL, TIMEOUT)
+
+# Home pose in LeRobot units: gripper about 15 cm above the table, pointing down, jaws half open.
+HOME_POSE = np.array([0.0, -30.0, 40.0, 70.0, 0.0, 30.0])
+
+BOWL_INNER_RADIUS = 0.054
+BLOCK_HALF_SIZE = 0.0125
+LIFT_HEIGHT = 0.02  # the block counts as picked up once its bottom is this far above the table
+SETTLED_SPEED = 0.05  # m/s
+
+
+@dataclass
+class PickPlaceConfig:
+    """Every knob of the pick-and-place env. Ranges are (low, high) in metres / radians."""
+
+    obs_type: str = "pixels"
+    cameras: tuple[str, ...] = CAMERAS
+    image_height: int = 96
+    image_width: int = 128
+    fps: int = 30
+    physics_substeps: int = 16
+    episode_length: int = 300
+    block_x_range: tuple[float, float] = (0.16, 0.26)
+    block_y_range: tuple[float, float] = (0.05, 0.15)
+    block_yaw_range: tuple[float, float] = (-0.5, 0.5)
+    bowl_x_range: tuple[float, float] = (0.16, 0.26)
+    bowl_y_range: tuple[float, float] = (-0.16, -0.08)
+    home_noise_deg: float = 3.0
+    reward_type: str = "sparse"
+    terminate_on_success: bool = True
+    render_height: int = 240
+    render_width: int = 320
+    render_camera: str = "front"
+    shadows: bool = False
+    arm_mjcf_path: str | None = None
+    task: str = TASK_DESCRIPTION
+
+    def __post_init__(self):
+        self.cameras = tuple(self.cameras)
+        for name in ("block_x_range", "block_y_range", "block_yaw_range", "bowl_x_range", "bowl_y_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}={getattr(self, name)}: low must not exceed high, e.g. (0.16, 0.26).")
+            setattr(self, name, (float(lo), float(hi)))
+        if self.obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type='{self.obs_type}' is not one of {OBS_TYPES}.")
+        if self.reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type='{self.reward_type}' is not one of {REWARD_TYPES}.")
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        if unknown or (self.uses_pixels and not self.cameras):
+            raise ValueError(f"cameras={self.cameras}: choose one or more of {CAMERAS}.")
+        if self.render_camera not in CAMERAS:
+            raise ValueError(f"render_camera='{self.render_camera}' is not one of {CAMERAS}.")
+        for name in ("image_height", "image_width", "fps", "physics_substeps", "episode_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer.")
+        for name in ("image_height", "render_height"):
+            if getattr(self, name) > 480:
+                raise ValueError(f"{name}={getattr(self, name)}: at most 480 (the scene's offscreen buffer).")
+        for name in ("image_width", "render_width"):
+            if getattr(self, name) > 640:
+                raise ValueError(f"{name}={getattr(self, name)}: at most 640 (the scene's offscreen buffer).")
+
+    @property
+    def uses_pixels(self) -> bool:
+        return self.obs_type in ("pixels", "pixels_state")
+
+    @property
+    def uses_env_state(self) -> bool:
+        return self.obs_type in ("state", "pixels_state")
+
+
+class SO101PickPlaceEnv(gym.Env):
+    """Pick the block, place it in the bowl. Success = block at rest inside the bowl, released."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, config: PickPlaceConfig | None = None, render_mode: str | None = "rgb_array", **kwargs):
+        known = {f.name for f in fields(PickPlaceConfig)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"Unknown SO101PickPlaceEnv option(s) {unknown}; valid options: {sorted(known)}.")
+        self.config = config if config is not None else PickPlaceConfig(**kwargs)
+        cfg = self.config
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": cfg.fps}
+        self.task = cfg.task
+        self.task_description = cfg.task
+        self._max_episode_steps = cfg.episode_length
+
+        self.model = load_scene(arm_mjcf_path=cfg.arm_mjcf_path)
+        self.model.opt.timestep = 1.0 / (cfg.fps * cfg.physics_substeps)
+        if cfg.shadows:
+            self.model.vis.quality.shadowsize = 4096
+            self.model.light_castshadow[:] = 1
+        self.data = mujoco.MjData(self.model)
+        self._ids()
+
+        self.action_space = gym.spaces.Box(
+            low=JOINT_LIMITS_LEROBOT[:, 0].astype(np.float32),
+            high=JOINT_LIMITS_LEROBOT[:, 1].astype(np.float32),
+            dtype=np.float32,
+        )
+        spaces: dict[str, gym.Space] = {
+            "agent_pos": gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32),
+        }
+        if cfg.uses_env_state:
+            spaces["environment_state"] = gym.spaces.Box(-np.inf, np.inf, shape=(10,), dtype=np.float32)
+        if cfg.uses_pixels:
+            spaces["pixels"] = gym.spaces.Dict(
+                {
+                    cam: gym.spaces.Box(0, 255, shape=(cfg.image_height, cfg.image_width, 3), dtype=np.uint8)
+                    for cam in cfg.cameras
+                }
+            )
+        self.observation_space = gym.spaces.Dict(spaces)
+
+        # Renderers hold GL contexts: create them on first use, so AsyncVectorEnv workers build their own.
+        self._obs_renderer: mujoco.Renderer | None = None
+        self._video_renderer: mujoco.Renderer | None = None
+        self._warned_clip = False
+        self._reset_episode_stats()
+
+    # ---------------------------------------------------------------- set-up
+    def _ids(self):
+        m = self.model
+        self._qpos_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in JOINT_NAMES])
+        self._qvel_adr = np.array([m.jnt_dofadr[m.joint(n).id] for n in JOINT_NAMES])
+        self._act_ids = np.array([m.actuator(n).id for n in JOINT_NAMES])
+        block_joint = m.joint("block")
+        self._block_qpos = block_joint.qposadr[0]
+        self._block_qvel = block_joint.dofadr[0]
+        self._block_body = m.body("block").id
+        self._block_geom = m.geom("block").id
+        self._bowl_body = m.body("bowl").id
+        self._pad_geoms = np.array([m.geom("fixed_jaw_pad").id, m.geom("moving_jaw_pad").id])
+        self._gripper_site = m.site("gripperframe").id
+
+    def _reset_episode_stats(self):
+        self._step_count = 0
+        self._was_lifted = False
+        self._release_outcome: str | None = None
+        self._success_seen = False
+        self._n_clipped = 0
+
+    # ---------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        cfg, rng = self.config, self.np_random
+        mujoco.mj_resetData(self.model, self.data)
+
+        home = HOME_POSE + rng.uniform(-cfg.home_noise_deg, cfg.home_noise_deg, size=6) * np.r_[1, 1, 1, 1, 1, 0]
+        q_home = lerobot_to_radians(home)
+        self.data.qpos[self._qpos_adr] = q_home
+        self.data.ctrl[self._act_ids] = q_home
+
+        bx, by = rng.uniform(*cfg.block_x_range), rng.uniform(*cfg.block_y_range)
+        yaw = rng.uniform(*cfg.block_yaw_range)
+        self.data.qpos[self._block_qpos : self._block_qpos + 7] = [
+            bx, by, BLOCK_HALF_SIZE, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)
+        ]
+        self.model.body_pos[self._bowl_body] = [rng.uniform(*cfg.bowl_x_range), rng.uniform(*cfg.bowl_y_range), 0.0]
+        mujoco.mj_forward(self.model, self.data)
+
+        self._reset_episode_stats()
+        info = {"is_success": False, "task": cfg.task}
+        return self._observation(), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (6,):
+            raise ValueError(f"action has shape {action.shape}; expected (6,) = {MOTOR_KEYS} in LeRobot units.")
+        if not np.all(np.isfinite(action)):
+            bad = [MOTOR_KEYS[i] for i in np.flatnonzero(~np.isfinite(action))]
+            raise ValueError(f"action contains NaN or inf in {bad}: check the policy's output (and its normalization stats).")
+        clipped = np.clip(action, JOINT_LIMITS_LEROBOT[:, 0], JOINT_LIMITS_LEROBOT[:, 1])
+        was_clipped = bool(np.any(clipped != action))
+        if was_clipped:
+            self._n_clipped += 1
+            if not self._warned_clip:
+                self._warned_clip = True
+                over = [MOTOR_KEYS[i] for i in np.flatnonzero(clipped != action)]
+                logger.warning("Action outside joint limits for %s was clipped (reported in info['action_clipped']).", over)
+
+        self.data.ctrl[self._act_ids] = lerobot_to_radians(clipped)
+        mujoco.mj_step(self.model, self.data, nstep=self.config.physics_substeps)
+        self._step_count += 1
+
+        grasped = self.block_grasped()
+        success = self._update_task_state(grasped)
+        reward = self._reward(success, grasped)
+        terminated = bool(success and self.config.terminate_on_success)
+        truncated = bool(self._step_count >= self.config.episode_length and not terminated)
+        info = {
+            "is_success": success,
+            "task": self.config.task,
+            "action_clipped": was_clipped,
+            "grasped": grasped,
+        }
+        if terminated or truncated:
+            info["failure"] = self.outcome(success)
+            info["n_clipped_actions"] = self._n_clipped
+        return self._observation(), reward, terminated, truncated, info
+
+    def render(self):
+        cfg = self.config
+        if self._video_renderer is None:
+            self._video_renderer = mujoco.Renderer(self.model, cfg.render_height, cfg.render_width)
+        self._video_renderer.update_scene(self.data, camera=cfg.render_camera)
+        return self._video_renderer.render()
+
+    def close(self):
+        # Close renderers explicitly: EGL otherwise prints an error from __del__ at interpreter exit.
+        for r in (self._obs_renderer, self._video_renderer):
+            if r is not None:
+                r.close()
+        self._obs_renderer = self._video_renderer = None
+
+    # ---------------------------------------------------------------- task state
+    def joint_positions(self) -> np.ndarray:
+        """Current joint positions in LeRobot units."""
+        return radians_to_lerobot(self.data.qpos[self._qpos_adr])
+
+    def block_pose(self) -> np.ndarray:
+        return self.data.qpos[self._block_qpos : self._block_qpos + 7].copy()
+
+    def bowl_position(self) -> np.ndarray:
+        return self.model.body_pos[self._bowl_body].copy()
+
+    def gripper_position(self) -> np.ndarray:
+        return self.data.site_xpos[self._gripper_site].copy()
+
+    def block_grasped(self) -> bool:
+        """Both jaw pads touch the block."""
+        n = self.data.ncon
+        if n == 0:
+            return False
+        geoms = self.data.contact.geom[:n]
+        touching = geoms[(geoms == self._block_geom).any(axis=1)]
+        return bool(np.isin(self._pad_geoms, touching).all())
+
+    def block_in_bowl(self) -> bool:
+        block = self.data.xpos[self._block_body]
+        dxy = np.linalg.norm(block[:2] - self.bowl_position()[:2])
+        return bool(dxy < BOWL_INNER_RADIUS - 0.5 * BLOCK_HALF_SIZE and block[2] < 0.03)
+
+    def _block_touches_pads(self) -> bool:
+        n = self.data.ncon
+        geoms = self.data.contact.geom[:n]
+        touching = geoms[(geoms == self._block_geom).any(axis=1)]
+        return bool(np.isin(self._pad_geoms, touching).any())
+
+    def _update_task_state(self, grasped: bool) -> bool:
+        block_z = self.data.xpos[self._block_body][2]
+        lifted = block_z - BLOCK_HALF_SIZE > LIFT_HEIGHT
+        if lifted and grasped:
+            self._was_lifted = True
+        if self._was_lifted and not grasped and self._release_outcome is None and not self._block_touches_pads():
+            near_bowl = np.linalg.norm(self.data.xpos[self._block_body][:2] - self.bowl_position()[:2]) < BOWL_INNER_RADIUS + 0.03
+            self._release_outcome = MISSED_BOWL if near_bowl else DROPPED_DURING_TRANSPORT
+        speed = np.linalg.norm(self.data.qvel[self._block_qvel : self._block_qvel + 3])
+        success = self.block_in_bowl() and speed < SETTLED_SPEED and not self._block_touches_pads()
+        self._success_seen |= success
+        if grasped:
+            self._release_outcome = None  # picked up again: judge the next release
+        return bool(success)
+
+    def outcome(self, success: bool | None = None) -> str:
+        """Failure-taxonomy label of the episode so far."""
+        if success if success is not None else self._success_seen:
+            return SUCCESS
+        if not self._was_lifted:
+            return NEVER_PICKED_UP
+        if self._release_outcome is not None and not self.block_in_bowl():
+            return self._release_outcome
+        return TIMEOUT
+
+    def _reward(self, success: bool, grasped: bool) -> float:
+        if self.config.reward_type == "sparse":
+            return float(success)
+        block = self.data.xpos[self._block_body]
+        reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.gripper_position() - block))
+        to_bowl = 1.0 - np.tanh(10.0 * np.linalg.norm(block[:2] - self.bowl_position()[:2]))
+        lifted = float(block[2] - BLOCK_HALF_SIZE > LIFT_HEIGHT)
+        shaped = 0.25 * reach + 0.25 * float(grasped) + 0.25 * lifted * to_bowl
+        return float(1.0 if success else 0.75 * shaped)
+
+    # ---------------------------------------------------------------- observation
+    def _observation(self) -> dict:
+        cfg = self.config
+        obs: dict = {"agent_pos": self.joint_positions().astype(np.float32)}
+        if cfg.uses_env_state:
+            obs["environment_state"] = np.concatenate([self.block_pose(), self.bowl_position()]).astype(np.float32)
+        if cfg.uses_pixels:
+            obs["pixels"] = self.render_cameras()
+        return obs
+
+    def render_cameras(self) -> dict[str, np.ndarray]:
+        cfg = self.config
+        if self._obs_renderer is None:
+            self._obs_renderer = mujoco.Renderer(self.model, cfg.image_height, cfg.image_width)
+        images = {}
+        for cam in cfg.cameras:
+            self._obs_renderer.update_scene(self.data, camera=cam)
+            images[cam] = self._obs_renderer.render().copy()
+        return images
+
+
+def config_as_kwargs(config: PickPlaceConfig) -> dict:
+    """The keyword arguments that rebuild `config` through `gym.make(..., **kwargs)`."""
+    return asdict(config)
+
+
+GYM_ID = "lerobot_steer/SO101PickPlace-v0"
+if GYM_ID not in gym.registry:
+    gym.register(id=GYM_ID, entry_point="lerobot_steer.sim.pick_place_env:SO101PickPlaceEnv")

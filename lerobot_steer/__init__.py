@@ -1,9 +1,17 @@
 """lerobot-steer: RL fine-tuning of LeRobot policies, with an SO-101 MuJoCo simulation.
 
-Importing this package registers everything the project adds to LeRobot: the `so101_sim` env type,
-the `so101_sim` robot and the `so101_sim_expert` teleoperator.
+Importing this package registers everything the project adds to LeRobot, so that the CLIs (which
+import it through `lerobot_policy_steer`) accept:
+
+- `--env.type=so101_sim`: the pick-and-place gym env, for lerobot-eval / lerobot-train;
+- `--robot.type=so101_sim`: the same sim behind a real SO-101 follower's interface, for
+  lerobot-record, lerobot-rollout, lerobot-teleoperate on a machine with no arm;
+- `--teleop.type=so101_sim_expert`: the scripted expert as a teleoperator of that robot, for
+  recording demonstrations with lerobot-record.
 """
 
 from lerobot_steer.sim import env_config  # noqa: F401  (env type so101_sim)
+from lerobot_steer.sim import robot  # noqa: F401  (robot type so101_sim)
+from lerobot_steer.sim import teleop  # noqa: F401  (teleoperator type so101_sim_expert)
 
 __version__ = "0.1.0"

@@ -42,7 +42,10 @@ def load_scene(scene: str = "so101_pick_place.xml", arm_mjcf_path: str | Path | 
         if n != 1:
             raise ValueError(f"Scene '{scene}' does not include '{DEFAULT_ARM_FILE}', so its arm cannot be swapped.")
         assets = {str(p.relative_to(arm.parent)): p.read_bytes() for p in arm.parent.rglob("*") if p.is_file()}
-        model = mujoco.MjModel.from_xml_string(xml, assets)
+        try:
+            model = mujoco.MjModel.from_xml_string(xml, assets)
+        except ValueError as e:
+            raise ValueError(f"arm_mjcf_path={arm}: MuJoCo could not compile the task scene with this arm: {e}") from e
     check_arm_names(model, source=str(arm_mjcf_path or path))
     return model
 

@@ -14,7 +14,7 @@ The action is the absolute joint-position target (6,) in the same units, as `so1
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import gymnasium as gym
 import mujoco
@@ -77,9 +77,13 @@ class PickPlaceConfig:
     render_camera: str = "front"
     shadows: bool = False
     arm_mjcf_path: str | None = None
-    task: str = TASK_DESCRIPTION
+    task_description: str = TASK_DESCRIPTION
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Check every option, naming the bad field and a valid value."""
         self.cameras = tuple(self.cameras)
         for name in ("block_x_range", "block_y_range", "block_yaw_range", "bowl_x_range", "bowl_y_range"):
             lo, hi = getattr(self, name)
@@ -128,8 +132,9 @@ class SO101PickPlaceEnv(gym.Env):
         cfg = self.config
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": cfg.fps}
-        self.task = cfg.task
-        self.task_description = cfg.task
+        # LeRobot's eval reads both names (its async workers ask for `task`).
+        self.task = cfg.task_description
+        self.task_description = cfg.task_description
         self._max_episode_steps = cfg.episode_length
 
         self.model = load_scene(arm_mjcf_path=cfg.arm_mjcf_path)
@@ -207,7 +212,7 @@ class SO101PickPlaceEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
 
         self._reset_episode_stats()
-        info = {"is_success": False, "task": cfg.task}
+        info = {"is_success": False, "task": cfg.task_description}
         return self._observation(), info
 
     def step(self, action):
@@ -237,7 +242,7 @@ class SO101PickPlaceEnv(gym.Env):
         truncated = bool(self._step_count >= self.config.episode_length and not terminated)
         info = {
             "is_success": success,
-            "task": self.config.task,
+            "task": self.config.task_description,
             "action_clipped": was_clipped,
             "grasped": grasped,
         }
@@ -350,9 +355,10 @@ class SO101PickPlaceEnv(gym.Env):
         return images
 
 
-def config_as_kwargs(config: PickPlaceConfig) -> dict:
-    """The keyword arguments that rebuild `config` through `gym.make(..., **kwargs)`."""
-    return asdict(config)
+def config_as_kwargs(config) -> dict:
+    """The `PickPlaceConfig` options held by `config` (any object with those attributes, e.g. the
+    LeRobot env config), as keyword arguments for `SO101PickPlaceEnv` / `gym.make`."""
+    return {f.name: getattr(config, f.name) for f in fields(PickPlaceConfig)}
 
 
 GYM_ID = "lerobot_steer/SO101PickPlace-v0"

@@ -1,0 +1,175 @@
+"""Behaviour of the pick-and-place env that training, evaluation and LeRobot's CLIs rely on."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from lerobot_steer.sim.expert import ScriptedExpert
+from lerobot_steer.sim.pick_place_env import (
+    NEVER_PICKED_UP,
+    SUCCESS,
+    PickPlaceConfig,
+    SO101PickPlaceEnv,
+)
+from lerobot_steer.sim.model import scene_path
+
+
+def _rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    trace = [obs["agent_pos"].copy()]
+    for a in actions:
+        obs, *_ = env.step(a)
+        trace.append(np.concatenate([obs["agent_pos"], obs["environment_state"]]))
+    return np.concatenate(trace)
+
+
+def test_seeded_resets_and_rollouts_are_reproducible():
+    env = SO101PickPlaceEnv(obs_type="state")
+    rng = np.random.default_rng(1)
+    actions = [env.action_space.sample() * 0.2 for _ in range(20)]
+    a = _rollout(env, 7, actions)
+    b = _rollout(SO101PickPlaceEnv(obs_type="state"), 7, actions)
+    np.testing.assert_array_equal(a, b)
+    obs0, _ = env.reset(seed=7)
+    obs1, _ = env.reset(seed=8)
+    assert not np.allclose(obs0["environment_state"], obs1["environment_state"]), "different seeds, same scene"
+    del rng
+
+
+def test_observation_layout_per_obs_type():
+    env = SO101PickPlaceEnv(obs_type="pixels", image_height=48, image_width=64)
+    obs, info = env.reset(seed=0)
+    assert set(obs) == {"agent_pos", "pixels"}
+    assert set(obs["pixels"]) == {"front", "wrist"}
+    assert obs["pixels"]["front"].shape == (48, 64, 3) and obs["pixels"]["front"].dtype == np.uint8
+    assert obs["pixels"]["front"].std() > 5, "camera image is blank"
+    assert info["is_success"] is False
+    env.close()
+    env = SO101PickPlaceEnv(obs_type="state")
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"agent_pos", "environment_state"}
+    assert obs["agent_pos"].shape == (6,) and obs["environment_state"].shape == (10,)
+    assert env.observation_space.contains(obs)
+
+
+def test_every_step_reports_is_success_and_task():
+    env = SO101PickPlaceEnv(obs_type="state", episode_length=5)
+    obs, info = env.reset(seed=0)
+    assert "is_success" in info and env.task_description == env.task
+    for t in range(5):
+        obs, reward, terminated, truncated, info = env.step(obs["agent_pos"])
+        assert isinstance(info["is_success"], bool) and info["task"] == env.task_description
+    assert truncated and not terminated and env._max_episode_steps == 5
+    assert info["failure"] == NEVER_PICKED_UP
+
+
+def test_nan_action_raises_naming_the_joint():
+    env = SO101PickPlaceEnv(obs_type="state")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="elbow_flex.pos"):
+        env.step(np.array([0, 0, np.nan, 0, 0, 50.0]))
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(5))
+
+
+def test_out_of_range_actions_are_clipped_and_reported():
+    env = SO101PickPlaceEnv(obs_type="state")
+    obs, _ = env.reset(seed=0)
+    _, _, _, _, info = env.step(obs["agent_pos"])
+    assert info["action_clipped"] is False
+    wild = np.array([500.0, 0, 0, 0, 0, 150.0])
+    for _ in range(30):
+        obs, _, _, _, info = env.step(wild)
+    assert info["action_clipped"] is True
+    assert obs["agent_pos"][0] <= 110.5 and obs["agent_pos"][5] <= 100.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"obs_type": "rgb"}, "obs_type"),
+        ({"cameras": ("side",)}, "cameras"),
+        ({"block_x_range": (0.3, 0.1)}, "block_x_range"),
+        ({"image_height": 0}, "image_height"),
+        ({"image_width": 1280}, "image_width"),
+        ({"reward_type": "shaped"}, "reward_type"),
+    ],
+)
+def test_bad_config_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        PickPlaceConfig(**kwargs)
+
+
+def test_unknown_option_is_rejected_with_the_valid_list():
+    with pytest.raises(TypeError, match="obs_typ.*valid options"):
+        SO101PickPlaceEnv(obs_typ="state")
+
+
+def test_expert_succeeds_on_a_sample_and_reward_marks_success():
+    env = SO101PickPlaceEnv(obs_type="state")
+    expert = ScriptedExpert(env.model)
+    outcomes = []
+    for seed in range(10):
+        env.reset(seed=1000 + seed)
+        expert.reset()
+        for _ in range(env.config.episode_length):
+            obs, reward, terminated, truncated, info = env.step(expert.act(env))
+            if terminated or truncated:
+                break
+        outcomes.append(info["failure"])
+        if info["failure"] == SUCCESS:
+            assert terminated and reward == 1.0 and info["is_success"]
+    assert outcomes.count(SUCCESS) >= 9, outcomes
+
+
+def test_grasped_block_is_carried_not_dropped():
+    """Realistic friction (1.0) still holds the block through lift and carry."""
+    env = SO101PickPlaceEnv(obs_type="state", terminate_on_success=False)
+    expert = ScriptedExpert(env.model)
+    env.reset(seed=3)
+    heights = []
+    for _ in range(env.config.episode_length):
+        env.step(expert.act(env))
+        if expert.phase == "carry":
+            heights.append(env.block_pose()[2])
+            assert env.block_grasped()
+    assert min(heights) > 0.05
+    assert env.model.geom("block").friction[0] == pytest.approx(1.0)
+
+
+def test_dense_reward_grows_as_the_task_progresses():
+    env = SO101PickPlaceEnv(obs_type="state", reward_type="dense")
+    expert = ScriptedExpert(env.model)
+    env.reset(seed=5)
+    rewards = {}
+    for _ in range(env.config.episode_length):
+        _, r, terminated, _, _ = env.step(expert.act(env))
+        rewards.setdefault(expert.phase, []).append(r)
+        if terminated:
+            break
+    assert max(rewards["approach"]) < max(rewards["carry"]) < 1.0 == r
+
+
+def test_user_supplied_arm_mjcf_with_assets_in_subfolders(tmp_path):
+    arm_dir = tmp_path / "my_arm"
+    arm_dir.mkdir()
+    shutil.copy(scene_path("so101.xml"), arm_dir / "so101_custom.xml")
+    env = SO101PickPlaceEnv(obs_type="state", arm_mjcf_path=str(arm_dir / "so101_custom.xml"))
+    obs, _ = env.reset(seed=0)
+    assert obs["agent_pos"].shape == (6,)
+
+
+def test_arm_mjcf_without_so101_names_fails_clearly(tmp_path):
+    bad = tmp_path / "bad_arm.xml"
+    bad.write_text(scene_path("so101.xml").read_text().replace('"wrist_roll"', '"roll"'))
+    with pytest.raises(ValueError, match="joint 'wrist_roll'"):
+        SO101PickPlaceEnv(obs_type="state", arm_mjcf_path=str(bad))
+    broken = tmp_path / "broken_arm.xml"
+    broken.write_text(scene_path("so101.xml").read_text().replace('joint="wrist_roll"', 'joint="nowhere"'))
+    with pytest.raises(ValueError, match="arm_mjcf_path.*could not compile"):
+        SO101PickPlaceEnv(obs_type="state", arm_mjcf_path=str(broken))
+    with pytest.raises(FileNotFoundError, match="arm_mjcf_path"):
+        SO101PickPlaceEnv(obs_type="state", arm_mjcf_path=str(tmp_path / "missing.xml"))

@@ -27,7 +27,7 @@ from lerobot.teleoperators import Teleoperator, TeleoperatorConfig
 from lerobot.utils.decorators import check_if_already_connected, check_if_not_connected
 
 from lerobot_steer.sim.expert import ScriptedExpert
-from lerobot_steer.sim.robot import SO101Sim, _publish_for_device_factory, get_live_robot
+from lerobot_steer.sim.robot import SO101Sim, get_live_robot, publish_for_device_factory
 from lerobot_steer.sim.units import MOTOR_KEYS
 
 
@@ -119,4 +119,4 @@ class SO101SimExpert(Teleoperator):
         self._robot = self._expert = None
 
 
-_publish_for_device_factory(SO101SimExpert)
+publish_for_device_factory(SO101SimExpert)

@@ -1,0 +1,94 @@
+"""`make demo`: the main job on the built-in SO-101 sim, end to end on a CPU.
+
+1. the scripted expert writes demonstrations as a LeRobot dataset (`lerobot-steer-generate`),
+2. LeRobot's own `lerobot-train` trains a small diffusion policy on them,
+3. LeRobot's own `lerobot-eval --env.type=so101_sim` evaluates the checkpoint,
+4. a summary prints the expert's and the policy's success rates.
+
+Every stage writes under `outputs/demo/` and is skipped when its output already exists, so a rerun
+resumes where an interrupted one stopped; `--fresh` starts over. The flags below scale the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+ENV_FLAGS = ["--env.type=so101_sim", "--env.obs_type=state"]
+
+
+def run(cmd: list[str], log: Path) -> None:
+    """Run a LeRobot CLI, streaming its output to a log file and its progress lines to the console."""
+    print("$", " ".join(cmd), flush=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text().splitlines()[-30:]
+        sys.exit(f"Command failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/demo")
+    parser.add_argument("--episodes", type=int, default=60, help="expert demonstrations to generate")
+    parser.add_argument("--train_steps", type=int, default=1500)
+    parser.add_argument("--eval_episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh", action="store_true", help="delete earlier demo outputs first")
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    out = Path(args.output_dir)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data, train, evaluation = out / "data", out / "train", out / "eval"
+    t0 = time.perf_counter()
+
+    print(f"[1/3] Expert demonstrations -> {data}")
+    if not (data / "generation_report.json").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        run([str(BIN / "lerobot-steer-generate"), "--repo_id=local/so101_sim_demo", f"--root={data}",
+             f"--num_episodes={args.episodes}", f"--seed={args.seed}", "--env.obs_type=state"], out / "generate.log")
+    report = json.loads((data / "generation_report.json").read_text())
+
+    print(f"[2/3] lerobot-train --policy.type=diffusion ({args.train_steps} steps) -> {train}")
+    checkpoint = train / "checkpoints" / "last" / "pretrained_model"
+    if not checkpoint.exists():
+        shutil.rmtree(train, ignore_errors=True)
+        run([str(BIN / "lerobot-train"), "--policy.type=diffusion", "--dataset.repo_id=local/so101_sim_demo",
+             f"--dataset.root={data}", "--dataset.video_backend=pyav", "--policy.device=cpu",
+             "--policy.push_to_hub=false", "--policy.pretrained_backbone_weights=null",
+             "--policy.horizon=16", "--policy.n_action_steps=8", "--policy.n_obs_steps=2",
+             "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10",
+             "--policy.down_dims=[64,128,256]", "--policy.scheduler_warmup_steps=100",
+             "--batch_size=64", f"--steps={args.train_steps}", f"--save_freq={args.train_steps}",
+             "--log_freq=100", "--num_workers=0", "--env_eval_freq=0", f"--seed={args.seed}",
+             f"--output_dir={train}", "--wandb.enable=false"], out / "train.log")
+
+    print(f"[3/3] lerobot-eval --env.type=so101_sim ({args.eval_episodes} episodes) -> {evaluation}")
+    shutil.rmtree(evaluation, ignore_errors=True)
+    run([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_FLAGS, "--policy.device=cpu",
+         f"--eval.n_episodes={args.eval_episodes}", "--eval.batch_size=1", "--eval.use_async_envs=false",
+         f"--seed={args.seed}", f"--output_dir={evaluation}"], out / "eval.log")
+    overall = json.loads((evaluation / "eval_info.json").read_text())["overall"]
+
+    minutes = (time.perf_counter() - t0) / 60
+    print("\n=== lerobot-steer demo: SO-101 pick-and-place sim ===")
+    print(f"expert demonstrations : {report['episodes_saved']} episodes, {report['frames']} frames, "
+          f"expert success {report['expert_success_rate']:.0%} ({report['episodes_per_minute']} episodes/min)")
+    print(f"diffusion policy      : {args.train_steps} training steps -> {checkpoint}")
+    print(f"policy success        : {overall['pc_success']:.0f}% over {overall['n_episodes']} episodes "
+          f"(videos in {evaluation / 'videos'})")
+    print(f"total                 : {minutes:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,24 +37,20 @@ JOINT_RANGES_RAD = np.array(
 GRIPPER_RANGE_RAD = JOINT_RANGES_RAD[GRIPPER]
 
 
+# Both conversions are affine per joint: lerobot = (radians - offset) * scale. Precomputed because
+# they run twice per env step.
+_SCALE = np.array([180.0 / np.pi] * 5 + [100.0 / (GRIPPER_RANGE_RAD[1] - GRIPPER_RANGE_RAD[0])])
+_OFFSET = np.array([0.0] * 5 + [GRIPPER_RANGE_RAD[0]])
+
+
 def radians_to_lerobot(q: np.ndarray) -> np.ndarray:
     """Joint radians (..., 6) -> LeRobot units: degrees for the arm, 0-100 for the gripper."""
-    q = np.asarray(q, dtype=np.float64)
-    out = np.empty_like(q)
-    out[..., ARM_JOINTS] = np.degrees(q[..., ARM_JOINTS])
-    lo, hi = GRIPPER_RANGE_RAD
-    out[..., GRIPPER] = (q[..., GRIPPER] - lo) / (hi - lo) * 100.0
-    return out
+    return (np.asarray(q, dtype=np.float64) - _OFFSET) * _SCALE
 
 
 def lerobot_to_radians(u: np.ndarray) -> np.ndarray:
     """LeRobot units (..., 6) -> joint radians; the inverse of `radians_to_lerobot`."""
-    u = np.asarray(u, dtype=np.float64)
-    out = np.empty_like(u)
-    out[..., ARM_JOINTS] = np.radians(u[..., ARM_JOINTS])
-    lo, hi = GRIPPER_RANGE_RAD
-    out[..., GRIPPER] = lo + u[..., GRIPPER] / 100.0 * (hi - lo)
-    return out
+    return np.asarray(u, dtype=np.float64) / _SCALE + _OFFSET
 
 
 JOINT_LIMITS_LEROBOT = radians_to_lerobot(JOINT_RANGES_RAD.T).T  # (6, 2): low, high in LeRobot units

@@ -1,0 +1,111 @@
+"""Speed of the SO-101 sim, measured side by side in one run on this machine.
+
+Prints:
+- env steps/s with state observations against raw `mj_step` throughput on the same model and the
+  same number of physics substeps per control step (the overhead ratio; goal <= 1.3x),
+- env steps/s with two cameras at 96x128 and at 480x640 (goal >= 100 steps/s at 96x128 on one core),
+- scripted-expert dataset generation in episodes per minute (state-only and with two 96x128 cameras).
+
+    MUJOCO_GL=egl python scripts/benchmark_sim.py [--steps 3000] [--json out.json]
+
+Everything runs in one process on one core (torch and the renderer are not multithreaded here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco
+import numpy as np
+
+from lerobot_steer.sim.generate import GenerateConfig, generate
+from lerobot_steer.sim.pick_place_env import PickPlaceConfig, SO101PickPlaceEnv
+
+
+def raw_physics_steps_per_s(env: SO101PickPlaceEnv, control_steps: int) -> float:
+    """Control steps/s of bare `mj_step` (same model, same substeps, same ctrl), no Python env logic."""
+    model, data = env.model, mujoco.MjData(env.model)
+    data.qpos[:] = env.data.qpos
+    data.ctrl[:] = env.data.ctrl
+    n = env.config.physics_substeps
+    t0 = time.perf_counter()
+    for _ in range(control_steps):
+        mujoco.mj_step(model, data, nstep=n)
+    return control_steps / (time.perf_counter() - t0)
+
+
+def env_steps_per_s(env: SO101PickPlaceEnv, control_steps: int, seed: int = 0) -> float:
+    """Env steps/s holding a fixed joint target (episodes restart on truncation; reset time counted)."""
+    obs, _ = env.reset(seed=seed)
+    action = obs["agent_pos"].copy()
+    t0 = time.perf_counter()
+    for _ in range(control_steps):
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return control_steps / (time.perf_counter() - t0)
+
+
+def generation_episodes_per_min(env_cfg: PickPlaceConfig, episodes: int) -> float:
+    tmp = tempfile.mkdtemp()
+    try:
+        _, report = generate(GenerateConfig(repo_id="local/bench", root=f"{tmp}/ds", num_episodes=episodes, env=env_cfg))
+        return report["episodes_per_minute"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000, help="control steps per state-obs measurement")
+    parser.add_argument("--episodes", type=int, default=10, help="expert episodes per generation measurement")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    results: dict[str, float] = {}
+    state_env = SO101PickPlaceEnv(obs_type="state")
+    state_env.reset(seed=0)
+    # Interleave repeats so both sides see the same machine load; keep the best of each.
+    raw, ours = [], []
+    for _ in range(3):
+        raw.append(raw_physics_steps_per_s(state_env, args.steps))
+        ours.append(env_steps_per_s(state_env, args.steps))
+    results["raw_mj_step_control_steps_per_s"] = max(raw)
+    results["env_state_steps_per_s"] = max(ours)
+    results["env_overhead_ratio"] = max(raw) / max(ours)
+
+    for h, w in [(96, 128), (480, 640)]:
+        env = SO101PickPlaceEnv(obs_type="pixels", image_height=h, image_width=w)
+        n = max(args.steps // (10 if h > 100 else 3), 50)
+        env_steps_per_s(env, 20)  # warm-up: GL context creation
+        results[f"env_2cams_{h}x{w}_steps_per_s"] = env_steps_per_s(env, n)
+        env.close()
+
+    results["expert_episodes_per_min_state"] = generation_episodes_per_min(PickPlaceConfig(obs_type="state"), args.episodes)
+    results["expert_episodes_per_min_2cams_96x128_video"] = generation_episodes_per_min(
+        PickPlaceConfig(obs_type="pixels_state"), args.episodes
+    )
+
+    substeps = state_env.config.physics_substeps
+    print(f"\nSO-101 sim benchmark ({substeps} physics substeps per 30 fps control step, one process)")
+    print(f"  raw mj_step                 : {results['raw_mj_step_control_steps_per_s']:10.0f} control steps/s")
+    print(f"  env, state obs              : {results['env_state_steps_per_s']:10.0f} steps/s  "
+          f"(overhead {results['env_overhead_ratio']:.2f}x raw physics; goal <= 1.3x)")
+    print(f"  env, 2 cameras 96x128       : {results['env_2cams_96x128_steps_per_s']:10.0f} steps/s  (goal >= 100)")
+    print(f"  env, 2 cameras 480x640      : {results['env_2cams_480x640_steps_per_s']:10.0f} steps/s")
+    print(f"  expert dataset, state       : {results['expert_episodes_per_min_state']:10.1f} episodes/min")
+    print(f"  expert dataset, 2 cams video: {results['expert_episodes_per_min_2cams_96x128_video']:10.1f} episodes/min")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

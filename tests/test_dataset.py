@@ -80,3 +80,25 @@ def test_generator_refuses_to_overwrite_a_dataset(state_dataset):
     root, _ = state_dataset
     with pytest.raises(FileExistsError, match="--root"):
         generate(GenerateConfig(root=str(root), num_episodes=1))
+
+
+def test_interrupted_generation_keeps_the_saved_episodes(tmp_path, monkeypatch):
+    """Ctrl-C during episode 3 must leave episodes 1-2 readable (the dataset is finalized on the way out)."""
+    import lerobot_steer.sim.generate as gen
+
+    calls = {"n": 0}
+    real = gen.run_expert_episode
+
+    def interrupt_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "run_expert_episode", interrupt_on_third)
+    root = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        generate(GenerateConfig(repo_id="local/interrupted", root=str(root), num_episodes=5,
+                                env=PickPlaceConfig(obs_type="state")))
+    ds = LeRobotDataset("local/interrupted", root=root, video_backend="pyav")
+    assert ds.num_episodes == 2 and len(ds) > 100

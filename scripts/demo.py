@@ -24,11 +24,18 @@ BIN = Path(sys.executable).parent
 ENV_FLAGS = ["--env.type=so101_sim", "--env.obs_type=state"]
 
 
-def run(cmd: list[str], log: Path) -> None:
-    """Run a LeRobot CLI, streaming its output to a log file and its progress lines to the console."""
+def run(cmd: list[str], log: Path, show: tuple[str, ...] = ("step:", "Expert:", "pc_success")) -> None:
+    """Run a CLI with its full output in `log`; echo the lines that show progress (LeRobot's
+    periodic `step:` lines, the generator's summary) so a long stage is never silent."""
     print("$", " ".join(cmd), flush=True)
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            f.write(line)
+            for part in line.rstrip("\n").split("\r"):  # tqdm redraws with carriage returns
+                if any(key in part for key in show):
+                    print("   ", part.strip()[:160], flush=True)
+        proc.wait()
     if proc.returncode != 0:
         tail = log.read_text().splitlines()[-30:]
         sys.exit(f"Command failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))

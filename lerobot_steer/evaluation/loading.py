@@ -1,0 +1,73 @@
+"""Turn `--policy_paths` entries into runnable policies, exactly as `lerobot-eval` builds them.
+
+A checkpoint's processors (normalization stats, renames, tokenizers) are part of the policy: we load
+them from the checkpoint with LeRobot's `make_pre_post_processors(pretrained_path=...)` and add the
+env's own processors, so every registered policy type, ours included, loads through one path.
+The features are checked against the env first, so a mismatch fails in seconds, not after a rollout.
+`builtin:expert` and `builtin:hold` name the reference policies of `baselines.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.envs.factory import make_env_pre_post_processors
+from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+from .baselines import BUILTIN_PREFIX, make_builtin
+from .checks import check_policy_matches_env
+from .rollout import PolicyUnderTest
+
+
+def checkpoint_label(path: str) -> str:
+    """A short readable name: `<run>@<step>` for `<run>/checkpoints/<step>/pretrained_model`."""
+    if path.startswith(BUILTIN_PREFIX):
+        return path
+    parts = Path(path).parts
+    if parts and parts[-1] == "pretrained_model":
+        parts = parts[:-1]
+    if len(parts) >= 3 and parts[-2] == "checkpoints":
+        return f"{parts[-3]}@{parts[-1]}"
+    return parts[-1] if parts else path
+
+
+def unique_labels(paths: list[str]) -> list[str]:
+    labels, seen = [], {}
+    for path in paths:
+        label = checkpoint_label(path)
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return labels
+
+
+def load_policy_config(path: str, device: str | None) -> PreTrainedConfig:
+    """The checkpoint's config, with the inference device chosen here (a checkpoint trained on
+    CUDA must still evaluate on a CPU machine)."""
+    config = PreTrainedConfig.from_pretrained(path)
+    config.pretrained_path = Path(path)
+    config.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return config
+
+
+def load_policy(path: str, env_cfg, device: str | None = None, label: str | None = None) -> PolicyUnderTest:
+    """Policy, its processors and the env's processors for one `--policy_paths` entry."""
+    label = label or checkpoint_label(path)
+    if path.startswith(BUILTIN_PREFIX):
+        return make_builtin(path, env_cfg, label)
+    config = load_policy_config(path, device)
+    check_policy_matches_env(config, env_cfg, label)
+    policy = make_policy(cfg=config, env_cfg=env_cfg)
+    policy.eval()
+    preprocessor, postprocessor = make_pre_post_processors(
+        policy_cfg=config,
+        pretrained_path=str(path),
+        preprocessor_overrides={"device_processor": {"device": str(config.device)}},
+    )
+    env_preprocessor, env_postprocessor = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=config)
+    return PolicyUnderTest(
+        label=label, path=str(path), policy_type=config.type, policy=policy,
+        preprocessor=preprocessor, postprocessor=postprocessor,
+        env_preprocessor=env_preprocessor, env_postprocessor=env_postprocessor,
+    )

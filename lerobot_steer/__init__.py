@@ -15,3 +15,9 @@ from lerobot_steer.sim import robot  # noqa: F401  (robot type so101_sim)
 from lerobot_steer.sim import teleop  # noqa: F401  (teleoperator type so101_sim_expert)
 
 __version__ = "0.1.0"
+
+# Policy type `dsrl` (config, policy, processor factory found by LeRobot's naming convention).
+from lerobot_steer.policies.dsrl import configuration_dsrl, modeling_dsrl, processor_dsrl  # noqa: E402,F401
+
+# RL algorithm type `dsrl` (RLAlgorithmConfig registry + make_algorithm lookup, see rl/registry.py).
+from lerobot_steer import rl  # noqa: E402,F401

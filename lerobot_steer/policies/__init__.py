@@ -1,0 +1,1 @@
+"""LeRobot policy types added by lerobot-steer, one folder per type (LeRobot's own layout)."""

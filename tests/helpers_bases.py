@@ -1,148 +1,28 @@
 """Tiny LeRobot base policies built offline from config (random weights), shared by test files.
 
-The same recipes as tests/test_base_adapter.py: DiffusionPolicy with a small U-Net; SmolVLA over a
-tiny local SmolVLM config; pi0/pi05 with one-layer 64-wide Gemmas and a 32-wide vision tower.
+The builders live in `lerobot_steer.steering.tiny_bases` so that the benchmark scripts time exactly
+the bases the tests check; this module re-exports them under the names the tests import.
 VLA builds need `offline_vla_builds()` active while the policy is constructed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import types
-from collections.abc import Callable
-from pathlib import Path
-
-import pytest
-import torch
-
-from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.policies.factory import make_policy_config, make_pre_post_processors
-from lerobot.processor import make_default_pre_post_processors
-
-STATE, ENV, CAMERA, ACTION = (
-    "observation.state",
-    "observation.environment_state",
-    "observation.images.front",
-    "action",
+from lerobot_steer.steering.tiny_bases import (
+    ACTION,
+    CAMERA,
+    ENV,
+    STATE,
+    TOKEN_MASK,
+    TOKENS,
+    batch_maker,
+    offline_vla_builds,
+    save_base,
+    stats_for,
+    tiny_diffusion,
+    tiny_vla,
 )
-TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"
 
-
-@contextlib.contextmanager
-def offline_vla_builds(vlm_dir: Path):
-    """Let SmolVLA, pi0 and pi05 build tiny with no Hub access while the context is active."""
-    import transformers
-
-    from lerobot.policies.pi0 import modeling_pi0
-    from lerobot.policies.pi05 import modeling_pi05
-    from lerobot.policies.smolvla import smolvlm_with_expert
-
-    transformers.SmolVLMConfig(
-        text_config=dict(
-            model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=1000,
-        ),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        scale_factor=2,
-    ).save_pretrained(vlm_dir)
-    token_ids = types.SimpleNamespace(fake_image_token_id=998, global_image_token_id=999)
-    stub_processor = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=token_ids))
-
-    def tiny_paligemma(base_cls):
-        class TinyPaliGemma(base_cls):
-            def __init__(self, config):
-                config.text_config.vocab_size = 1000
-                vision = config.vision_config
-                vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers = 32, 64, 1
-                vision.num_attention_heads, vision.patch_size = 2, 14
-                vision.projection_dim = config.text_config.hidden_size
-                super().__init__(config)
-
-        return TinyPaliGemma
-
-    tiny_gemma = modeling_pi0.GemmaConfig(width=64, depth=1, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(smolvlm_with_expert, "AutoProcessor", stub_processor)
-        for module in (modeling_pi0, modeling_pi05):
-            mp.setattr(module, "get_gemma_config", lambda variant: tiny_gemma)
-            mp.setattr(module, "PaliGemmaForConditionalGenerationWithPiGemma",
-                       tiny_paligemma(module.PaliGemmaForConditionalGenerationWithPiGemma))
-        yield vlm_dir
-
-
-def stats_for(features: dict[str, PolicyFeature]) -> dict[str, dict[str, torch.Tensor]]:
-    """Statistics for every normalization mode LeRobot may use (MIN_MAX, MEAN_STD, QUANTILES)."""
-    stats = {}
-    for key, ft in features.items():
-        shape = (ft.shape[0], 1, 1) if ft.type is FeatureType.VISUAL else ft.shape
-        stats[key] = {
-            "min": -torch.ones(shape), "max": torch.ones(shape), "q01": -torch.ones(shape), "q99": torch.ones(shape),
-            "mean": torch.full(shape, 0.1), "std": torch.full(shape, 2.0),
-        }
-    return stats
-
-
-def tiny_diffusion(inputs: dict[str, PolicyFeature] | None = None, action_dim: int = 2, stats=None, **overrides):
-    """A tiny DDIM DiffusionPolicy and LeRobot's processors for it: (policy, preprocessor, postprocessor)."""
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-
-    inputs = inputs or {STATE: PolicyFeature(FeatureType.STATE, (4,)), ENV: PolicyFeature(FeatureType.ENV, (3,))}
-    kwargs = dict(
-        device="cpu", n_obs_steps=2, horizon=8, n_action_steps=4, down_dims=(16, 32), kernel_size=3, n_groups=4,
-        diffusion_step_embed_dim=8, pretrained_backbone_weights=None, use_group_norm=True,
-        spatial_softmax_num_keypoints=4, noise_scheduler_type="DDIM", num_inference_steps=3,
-    )
-    kwargs.update(overrides)
-    outputs = {ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))}
-    config = make_policy_config("diffusion", input_features=inputs, output_features=outputs, **kwargs)
-    policy = DiffusionPolicy(config)
-    pre, post = make_pre_post_processors(config, dataset_stats=stats or stats_for({**inputs, **outputs}))
-    return policy, pre, post
-
-
-def tiny_vla(kind: str, vlm_dir: Path):
-    """A tiny smolvla / pi0 / pi05 with LeRobot's default processors (their own need a Hub tokenizer)."""
-    from lerobot.policies.factory import get_policy_class
-
-    inputs = {STATE: PolicyFeature(FeatureType.STATE, (6,)), CAMERA: PolicyFeature(FeatureType.VISUAL, (3, 32, 32))}
-    outputs = {ACTION: PolicyFeature(FeatureType.ACTION, (6,))}
-    common = dict(device="cpu", chunk_size=8, n_action_steps=4, input_features=inputs, output_features=outputs)
-    if kind == "smolvla":
-        config = make_policy_config("smolvla", vlm_model_name=str(vlm_dir), load_vlm_weights=False, num_vlm_layers=4,
-                                    resize_imgs_with_padding=(64, 64), num_steps=3, **common)
-    else:
-        config = make_policy_config(kind, image_resolution=(28, 28), num_inference_steps=3, **common)
-    policy = get_policy_class(kind)(config)
-    pre, post = make_default_pre_post_processors(config, dataset_stats=stats_for({**inputs, **outputs}))
-    return policy, pre, post
-
-
-def batch_maker(policy) -> Callable[[int, int], dict]:
-    """Random normalized single-step observations for `policy` (tokens for VLA bases)."""
-    config = policy.config
-
-    def make_batch(batch_size: int, seed: int) -> dict:
-        g = torch.Generator().manual_seed(seed)
-        batch = {}
-        for key, ft in config.input_features.items():
-            if "empty_camera" in key:
-                continue
-            if ft.type is FeatureType.VISUAL:
-                batch[key] = torch.rand(batch_size, *ft.shape, generator=g)
-            else:
-                batch[key] = torch.randn(batch_size, *ft.shape, generator=g)
-        if config.type != "diffusion":
-            batch[TOKENS] = torch.randint(0, 900, (batch_size, 5), generator=g)
-            batch[TOKEN_MASK] = torch.ones(batch_size, 5, dtype=torch.bool)
-        return batch
-
-    return make_batch
-
-
-def save_base(policy, pre, post, folder: Path) -> Path:
-    """A base checkpoint folder as lerobot-train writes it (config, weights, both processors)."""
-    policy.save_pretrained(folder)
-    pre.save_pretrained(folder)
-    post.save_pretrained(folder)
-    return folder
+__all__ = [
+    "ACTION", "CAMERA", "ENV", "STATE", "TOKENS", "TOKEN_MASK", "batch_maker", "offline_vla_builds", "save_base",
+    "stats_for", "tiny_diffusion", "tiny_vla",
+]

@@ -91,6 +91,7 @@ class ObservationHistory:
         if not self._frames:
             self._fresh = torch.ones(batch_size, dtype=torch.bool)
         fresh = self._fresh.to(batch[keys[0]].device) if keys else None
+        any_fresh = bool(self._fresh.any())  # usually False: skip the full masked copy on the hot path
         out = dict(batch)
         for key in keys:
             new = batch[key]
@@ -99,9 +100,10 @@ class ObservationHistory:
             if previous is None:
                 frames = filled.clone()
             else:
-                shifted = torch.cat([previous[:, 1:], new.unsqueeze(1)], dim=1)
-                mask = fresh.view(-1, *([1] * (shifted.ndim - 1)))
-                frames = torch.where(mask, filled, shifted)
+                frames = torch.cat([previous[:, 1:], new.unsqueeze(1)], dim=1)
+                if any_fresh:
+                    mask = fresh.view(-1, *([1] * (frames.ndim - 1)))
+                    frames = torch.where(mask, filled, frames)
             self._frames[key] = frames
             out[key] = frames
         self._fresh = torch.zeros(batch_size, dtype=torch.bool)

@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import pytest
+from cli_helpers import BIN, TINY_DIFFUSION_ARGS, run_cli
 
 from lerobot_steer.sim.generate import GenerateConfig, generate
 from lerobot_steer.sim.pick_place_env import PickPlaceConfig
@@ -34,30 +35,16 @@ def pixel_dataset(tmp_path_factory):
     return root, report
 
 
-# A diffusion policy small enough to train for 2 steps on CPU in seconds (the flags tests pass to lerobot-train).
-TINY_DIFFUSION_ARGS = [
-    "--policy.type=diffusion", "--policy.device=cpu", "--policy.push_to_hub=false",
-    "--policy.pretrained_backbone_weights=null", "--policy.horizon=8", "--policy.n_action_steps=4",
-    "--policy.n_obs_steps=2", "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=2",
-    "--policy.down_dims=[16,32]", "--policy.crop_shape=null",
-]
-
 
 @pytest.fixture(scope="session")
 def state_checkpoint(state_dataset, tmp_path_factory):
     """`lerobot-train --policy.type=diffusion` for 2 steps on the state dataset: a real LeRobot
     checkpoint (weights, config, processors) whose inputs are observation.state + environment_state."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root, _ = state_dataset
     out = tmp_path_factory.mktemp("train_state") / "run"
-    cmd = [str(Path(sys.executable).parent / "lerobot-train"), *TINY_DIFFUSION_ARGS,
-           "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--batch_size=4", "--steps=2",
-           "--save_freq=2", "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false", f"--output_dir={out}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, timeout=600)
-    assert result.returncode == 0, f"lerobot-train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    run_cli([BIN / "lerobot-train", *TINY_DIFFUSION_ARGS, "--dataset.repo_id=local/so101_state",
+             f"--dataset.root={root}", "--batch_size=4", "--steps=2", "--save_freq=2", "--num_workers=0",
+             "--env_eval_freq=0", "--wandb.enable=false", f"--output_dir={out}"], cwd=out.parent)
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "policy_preprocessor.json").is_file()
     return ckpt

@@ -4,47 +4,27 @@ rewards), --resume, and lerobot-eval with `--policy.path` alone on the so101_sim
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cli_helpers import BIN, run_cli
 
-BIN = Path(sys.executable).parent
-TINY_DIFFUSION = [
-    "--policy.type=diffusion", "--policy.device=cpu", "--policy.push_to_hub=false",
-    "--policy.pretrained_backbone_weights=null", "--policy.horizon=8", "--policy.n_action_steps=4",
-    "--policy.n_obs_steps=2", "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=2",
-    "--policy.down_dims=[16,32]",
-]
 TINY_DSRL = [
     "--policy.type=dsrl", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.hidden_dims=[32,32]",
 ]
 COMMON = ["--batch_size=4", "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false"]
 
 
-def _run(cmd, cwd, ok=True):
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
-    if ok:
-        assert result.returncode == 0, f"{cmd[:2]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
-def base_checkpoint(state_dataset, tmp_path_factory):
+def base_checkpoint(state_checkpoint):
     """A tiny diffusion base trained for 2 steps on the generated state dataset by lerobot-train."""
-    root, _ = state_dataset
-    out = tmp_path_factory.mktemp("base") / "run"
-    _run([str(BIN / "lerobot-train"), *TINY_DIFFUSION, *COMMON, "--dataset.repo_id=local/so101_state",
-          f"--dataset.root={root}", "--steps=2", "--save_freq=2", f"--output_dir={out}"], cwd=out.parent)
-    return out / "checkpoints" / "last" / "pretrained_model"
+    return state_checkpoint
 
 
 @pytest.fixture(scope="module")
 def dsrl_run(state_dataset, base_checkpoint, tmp_path_factory):
     root, _ = state_dataset
     out = tmp_path_factory.mktemp("dsrl") / "run"
-    result = _run([str(BIN / "lerobot-train"), *TINY_DSRL, *COMMON, f"--policy.base_policy_path={base_checkpoint}",
+    result = run_cli([str(BIN / "lerobot-train"), *TINY_DSRL, *COMMON, f"--policy.base_policy_path={base_checkpoint}",
                    "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--steps=4", "--save_freq=2",
                    "--log_freq=1", f"--output_dir={out}"], cwd=out.parent)
     return out, result
@@ -73,7 +53,7 @@ def test_lerobot_train_runs_offline_dsrl_na_and_saves_a_self_contained_checkpoin
 def test_lerobot_eval_runs_the_checkpoint_from_policy_path_alone(dsrl_run, tmp_path):
     out, _ = dsrl_run
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
-    _run([str(BIN / "lerobot-eval"), f"--policy.path={ckpt}", "--env.type=so101_sim", "--env.obs_type=state",
+    run_cli([str(BIN / "lerobot-eval"), f"--policy.path={ckpt}", "--env.type=so101_sim", "--env.obs_type=state",
           "--env.episode_length=10", "--policy.device=cpu", "--eval.n_episodes=1", "--eval.batch_size=1",
           "--eval.use_async_envs=false", f"--output_dir={tmp_path}"], cwd=tmp_path)
     info = json.loads((tmp_path / "eval_info.json").read_text())
@@ -83,7 +63,7 @@ def test_lerobot_eval_runs_the_checkpoint_from_policy_path_alone(dsrl_run, tmp_p
 def test_lerobot_train_resumes_from_the_checkpoint(dsrl_run):
     out, _ = dsrl_run
     config = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
-    result = _run([str(BIN / "lerobot-train"), f"--config_path={config}", "--resume=true", "--steps=6"], cwd=out.parent)
+    result = run_cli([str(BIN / "lerobot-train"), f"--config_path={config}", "--resume=true", "--steps=6"], cwd=out.parent)
     log = result.stdout + result.stderr
     assert "Resuming" in log or "resum" in log.lower()
     assert (out / "checkpoints" / "000006" / "pretrained_model" / "base_policy" / "model.safetensors").is_file()
@@ -92,7 +72,7 @@ def test_lerobot_train_resumes_from_the_checkpoint(dsrl_run):
 def test_missing_base_checkpoint_fails_naming_the_path(state_dataset, tmp_path):
     root, _ = state_dataset
     missing = tmp_path / "no_such_base"
-    result = _run([str(BIN / "lerobot-train"), *TINY_DSRL, *COMMON, f"--policy.base_policy_path={missing}",
+    result = run_cli([str(BIN / "lerobot-train"), *TINY_DSRL, *COMMON, f"--policy.base_policy_path={missing}",
                    "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--steps=1",
                    f"--output_dir={tmp_path / 'run'}"], cwd=tmp_path, ok=False)
     assert result.returncode != 0

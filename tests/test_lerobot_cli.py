@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-BIN = Path(sys.executable).parent
-TINY_DIFFUSION = [
-    "--policy.type=diffusion", "--policy.device=cpu", "--policy.push_to_hub=false",
-    "--policy.pretrained_backbone_weights=null", "--policy.horizon=8", "--policy.n_action_steps=4",
-    "--policy.n_obs_steps=2", "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=2",
-    "--policy.down_dims=[16,32]", "--policy.crop_shape=null",
-]
-
-
-def _run(cmd, cwd):
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
-    assert result.returncode == 0, f"{cmd[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
+from cli_helpers import BIN, TINY_DIFFUSION_ARGS, run_cli
 
 @pytest.fixture(scope="module")
 def checkpoint(pixel_dataset, tmp_path_factory):
     """`lerobot-train --policy.type=diffusion` on the generated camera dataset, as a user would run it."""
     root, _ = pixel_dataset
     out = tmp_path_factory.mktemp("train") / "run"
-    _run([str(BIN / "lerobot-train"), *TINY_DIFFUSION, "--dataset.repo_id=local/so101_pixels", f"--dataset.root={root}",
+    run_cli([str(BIN / "lerobot-train"), *TINY_DIFFUSION_ARGS, "--dataset.repo_id=local/so101_pixels", f"--dataset.root={root}",
           "--dataset.video_backend=pyav", "--batch_size=4", "--steps=2", "--save_freq=2", "--num_workers=0",
           "--env_eval_freq=0", "--wandb.enable=false", f"--output_dir={out}"], cwd=out.parent)
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
@@ -44,7 +27,7 @@ ENV_48x64 = ["--env.type=so101_sim", "--env.obs_type=pixels_state", "--env.image
 @pytest.mark.parametrize("vector", ["sync", "async"])
 def test_lerobot_eval_runs_a_sim_trained_checkpoint(checkpoint, tmp_path, vector):
     vec = ["--eval.batch_size=1", "--eval.use_async_envs=false"] if vector == "sync" else ["--eval.batch_size=2", "--eval.use_async_envs=true"]
-    _run([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_48x64, "--policy.device=cpu",
+    run_cli([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_48x64, "--policy.device=cpu",
           "--eval.n_episodes=2", *vec, f"--output_dir={tmp_path}"], cwd=tmp_path)
     info = json.loads((tmp_path / "eval_info.json").read_text())
     overall = info["overall"]
@@ -57,7 +40,7 @@ def test_lerobot_eval_runs_a_sim_trained_checkpoint(checkpoint, tmp_path, vector
 
 
 def test_eval_recording_writes_a_dataset(checkpoint, tmp_path):
-    _run([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_48x64, "--policy.device=cpu",
+    run_cli([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_48x64, "--policy.device=cpu",
           "--eval.n_episodes=1", "--eval.batch_size=1", "--eval.use_async_envs=false", "--eval.recording=true",
           f"--output_dir={tmp_path}"], cwd=tmp_path)
     infos = list(tmp_path.rglob("meta/info.json"))

@@ -1,0 +1,224 @@
+"""Chunk-level data collection on a gymnasium vector env: one transition per executed chunk per env.
+
+Steering methods act in the chunk-level MDP (algorithms.md §1.1): the policy picks a whole chunk of
+k actions, the env executes them open-loop, and the learner sees one transition with the summed
+reward and the discount exponent `n_steps`. LeRobot's actor loop is single-step and single-env, so
+this module is the missing piece between `EnvConfig.create_envs(...)` vector envs and a replay buffer.
+
+Episode ends inside a chunk. LeRobot's `create_envs` builds vector envs with gymnasium's
+`AutoresetMode.SAME_STEP`: the step that ends an episode already returns the *reset* observation,
+with the true last observation in `info["final_obs"][i]` and the last step's info in
+`info["final_info"]` (masked by `info["_final_obs"]`). For that env the collector
+
+* stops accumulating reward and steps (`n_steps` < k), keeps `terminated` and `truncated` apart
+  (a time-out is not a terminal: the learner bootstraps from it), and uses the pre-reset
+  `final_obs` as the transition's `next_obs`;
+* still has to feed it actions for the rest of the chunk (a vector env steps every sub-env). Those
+  "ghost" steps run in the new episode, so after the chunk the env is reset once more, by itself
+  (`reset(options={"reset_mask": ...})`): the next chunk starts from a clean reset observation and
+  nothing from the old chunk leaks into the new episode. Cost: at most k - 1 wasted steps and one
+  extra reset per episode end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+Observation = dict[str, Any]  # a gym (possibly nested) dict of batched numpy arrays
+ChunkPolicy = Callable[[Observation], tuple[Any, Mapping[str, Any]]]
+"""obs batch -> (action chunk (n_envs, k, action_dim) in env units, extras {name: (n_envs, ...)})."""
+
+
+@dataclass
+class EpisodeStats:
+    """One finished episode. `failure` is the env's failure-taxonomy label (`info['failure']`)."""
+
+    env_index: int
+    episode_return: float
+    length: int
+    success: bool
+    terminated: bool
+    truncated: bool
+    failure: str | None = None
+
+
+@dataclass
+class ChunkBatch:
+    """One chunk-level transition per env (leading dimension n_envs), numpy arrays.
+
+    obs: chunk-start observations. next_obs: observation after the last *executed* step (the
+    pre-reset final observation when the episode ended inside the chunk). action: the commanded
+    chunk (n_envs, k, action_dim); only its first `n_steps` actions ran. reward: undiscounted sum of
+    the executed steps' rewards. terminated / truncated: how the episode ended inside the chunk (both
+    False if it did not). extras: what the policy returned alongside the chunk (e.g. `noise`).
+    """
+
+    obs: Observation
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: Observation
+    n_steps: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def batch_size_of(obs: Observation) -> int:
+    """Leading dimension of the first array in a (nested) observation dict."""
+    for value in obs.values():
+        return batch_size_of(value) if isinstance(value, Mapping) else len(value)
+    raise ValueError("empty observation")
+
+
+def _copy(obs: Observation) -> Observation:
+    return {k: _copy(v) if isinstance(v, Mapping) else np.array(v, copy=True) for k, v in obs.items()}
+
+
+def _set_row(batch: Observation, i: int, single: Mapping[str, Any]) -> None:
+    """batch[...][i] = single[...], through nested dicts (e.g. `pixels/<camera>`)."""
+    for key, value in single.items():
+        if isinstance(value, Mapping):
+            _set_row(batch[key], i, value)
+        else:
+            batch[key][i] = value
+
+
+def _info_at(info: Mapping[str, Any], key: str, i: int, default: Any = None) -> Any:
+    """info[key][i] if env i reported `key` this step (gymnasium's `_key` masks)."""
+    mask = info.get(f"_{key}")
+    if key not in info or (mask is not None and not mask[i]):
+        return default
+    return info[key][i]
+
+
+class ChunkCollector:
+    """Executes action chunks open-loop in every env of a SAME_STEP-autoreset vector env.
+
+    Keeps the current observation between calls; `episode_start[i]` says whether env i's current
+    observation is the first of an episode (for policies that keep per-env history).
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv):
+        mode = envs.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"ChunkCollector needs a vector env with autoreset_mode=SAME_STEP (as LeRobot's "
+                f"EnvConfig.create_envs builds them); got {mode}"
+            )
+        self.envs = envs
+        self.num_envs = envs.num_envs
+        self.obs: Observation | None = None
+        self.episode_start = np.ones(self.num_envs, dtype=bool)
+        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    def reset(self, seed: int | None = None) -> Observation:
+        """Start a fresh episode in every env (discarding any unfinished one)."""
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.episode_start[:] = True
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        return self.obs
+
+    def collect(self, policy: ChunkPolicy) -> tuple[ChunkBatch, list[EpisodeStats]]:
+        """Ask `policy` for one chunk per env, run it, return the transitions and finished episodes."""
+        if self.obs is None:
+            self.reset()
+        obs = self.obs
+        chunk, extras = policy(obs)
+        chunk = to_numpy(chunk)
+        if chunk.ndim != 3 or chunk.shape[0] != self.num_envs or chunk.shape[1] < 1:
+            raise ValueError(f"policy returned a chunk of shape {chunk.shape}; expected (n_envs={self.num_envs}, k, action_dim)")
+        n, k = chunk.shape[:2]
+
+        reward = np.zeros(n, dtype=np.float64)
+        n_steps = np.zeros(n, dtype=np.int64)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        active = np.ones(n, dtype=bool)  # still inside the episode the chunk was chosen for
+        final_obs: dict[int, Mapping[str, Any]] = {}
+        episodes: list[EpisodeStats] = []
+
+        for t in range(k):
+            step_obs, r, term, trunc, info = self.envs.step(chunk[:, t])
+            r = np.asarray(r, dtype=np.float64)
+            reward[active] += r[active]
+            n_steps[active] += 1
+            self._episode_return[active] += r[active]
+            self._episode_length[active] += 1
+            for i in np.flatnonzero(active & (term | trunc)):
+                terminated[i], truncated[i] = bool(term[i]), bool(trunc[i])
+                final_obs[i] = info["final_obs"][i]
+                episodes.append(self._finish_episode(i, info.get("final_info", {}), terminated[i], truncated[i]))
+                active[i] = False
+        ended = terminated | truncated
+
+        next_obs = _copy(step_obs)
+        for i, o in final_obs.items():
+            _set_row(next_obs, i, o)
+
+        # Envs that ended before the chunk's last step took ghost steps in their new episode:
+        # reset them again so the next chunk starts from a true reset observation.
+        ghost = ended & (n_steps < k)
+        if ghost.any():
+            step_obs, _ = self.envs.reset(options={"reset_mask": ghost})
+        self.obs = step_obs
+        self.episode_start = ended
+
+        batch = ChunkBatch(
+            obs=obs, action=chunk, reward=reward.astype(np.float32), next_obs=next_obs, n_steps=n_steps,
+            terminated=terminated, truncated=truncated, extras={key: to_numpy(v) for key, v in extras.items()},
+        )
+        return batch, episodes
+
+    def _finish_episode(self, i: int, final_info: Mapping[str, Any], terminated: bool, truncated: bool) -> EpisodeStats:
+        stats = EpisodeStats(
+            env_index=int(i),
+            episode_return=float(self._episode_return[i]),
+            length=int(self._episode_length[i]),
+            success=bool(_info_at(final_info, "is_success", i, False)),
+            terminated=terminated,
+            truncated=truncated,
+            failure=_info_at(final_info, "failure", i),
+        )
+        self._episode_return[i] = 0.0
+        self._episode_length[i] = 0
+        return stats
+
+
+def prior_noise_policy(
+    decode: Callable[[Observation, torch.Tensor], Any],
+    noise_shape: Sequence[int],
+    generator: torch.Generator | None = None,
+) -> ChunkPolicy:
+    """Prefill policy: act with the base from w ~ N(0, I) before the actor is trained.
+
+    This is the distribution the base was trained to denoise, so prefill data shows the base's own
+    behaviour (DSRL/VGD prefill with plain unclipped N(0, I), algorithms.md §2.1). `noise_shape` is
+    per env, without the batch dimension: `(policy.noise_dim,)` for DSRL's actor space, or
+    `adapter.noise_shape(1)[1:]` for the base's own noise. `decode(obs, noise)` returns the env-unit
+    chunk; the noise is returned as `extras["noise"]` so DSRL-SAC can learn from it.
+    """
+    shape = tuple(int(s) for s in noise_shape)
+
+    def policy(obs: Observation) -> tuple[Any, dict[str, torch.Tensor]]:
+        noise = torch.randn((batch_size_of(obs), *shape), generator=generator)
+        return decode(obs, noise), {"noise": noise}
+
+    return policy

@@ -21,3 +21,7 @@ from lerobot_steer.policies.dsrl import configuration_dsrl, modeling_dsrl, proce
 
 # RL algorithm type `dsrl` (RLAlgorithmConfig registry + make_algorithm lookup, see rl/registry.py).
 from lerobot_steer import rl  # noqa: E402,F401
+
+# Policy type `dyna_vgd` (value-guided denoising, fixed or uncertainty-adaptive strength).
+from lerobot_steer.policies.dyna_vgd import configuration_dyna_vgd, modeling_dyna_vgd, processor_dyna_vgd  # noqa: E402,F401
+from lerobot_steer.rl import dyna_vgd_algorithm  # noqa: E402,F401  (RL algorithm type `dyna_vgd`)

@@ -25,18 +25,22 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION, OBS_PREFIX
 
-from lerobot_steer.steering.base_adapter import SAFETENSORS_FILE, BasePolicyAdapter, CheckpointError
+from lerobot_steer.policies.common.frozen_base import (
+    BASE_POLICY_DIR,  # noqa: F401  (re-exported: the folder name of the base in a checkpoint)
+    ChunkTransitions,
+    FrozenBasePolicyMixin,
+    ObservationCritic,
+    make_observation_encoder,
+)
+from lerobot_steer.policies.common.frozen_base import observations as _observations
+from lerobot_steer.steering.base_adapter import BasePolicyAdapter
 from lerobot_steer.steering.encoders import ObservationEncoder
 from lerobot_steer.steering.losses import (
     actor_loss,
@@ -45,35 +49,9 @@ from lerobot_steer.steering.losses import (
     noise_critic_loss,
     temperature_loss,
 )
-from lerobot_steer.steering.networks import ActorOutput, CriticEnsemble, TanhGaussianActor, polyak_update
+from lerobot_steer.steering.networks import ActorOutput, TanhGaussianActor, polyak_update
 
 from .configuration_dsrl import DSRLConfig
-
-BASE_POLICY_DIR = "base_policy"  # where a DSRL checkpoint keeps its base (config, weights, processors)
-BASE_PREFIX = "adapter."  # state-dict prefix of the frozen base, left out of model.safetensors
-
-
-@dataclass
-class ChunkTransitions:
-    """A batch of chunk-level transitions, whatever their source (dataset or replay buffer).
-
-    obs / next_obs: base-ready observations at the chunk start and end (with the base's history,
-        (B, n_obs_steps, ...), for diffusion bases), normalized by the base's preprocessor.
-    action: (B, n_exec, action_dim) normalized executed chunk.
-    reward: (B,) undiscounted sum of the chunk's rewards.
-    terminated: (B,) 1 where the episode terminated inside the chunk (no bootstrap).
-    n_steps: (B,) env steps the chunk executed (discount gamma^n_steps).
-    noise: (B, noise_dim) the actor-space noise that produced the chunk (DSRL-SAC only).
-    """
-
-    obs: dict[str, Tensor]
-    action: Tensor
-    reward: Tensor
-    next_obs: dict[str, Tensor]
-    terminated: Tensor
-    n_steps: Tensor
-    noise: Tensor | None = None
-
 
 class NoiseActor(nn.Module):
     """pi(w | s): an observation encoder and a tanh-Gaussian head bounded to [-bound, bound]."""
@@ -90,22 +68,7 @@ class NoiseActor(nn.Module):
         return self.head(self.encoder(obs), deterministic=deterministic)
 
 
-class ObservationCritic(nn.Module):
-    """Q_j(s, x), j = 1..n_critics, over encoded observations: (obs dict, x) -> (n_critics, B)."""
-
-    def __init__(self, encoder: ObservationEncoder, act_dim: int, config: DSRLConfig):
-        super().__init__()
-        self.encoder = encoder
-        self.ensemble = CriticEnsemble(
-            encoder.output_dim, act_dim, config.n_critics, config.hidden_dims,
-            activation=config.activation, layer_norm=config.layer_norm,
-        )
-
-    def forward(self, obs: dict[str, Tensor], action: Tensor) -> Tensor:
-        return self.ensemble(self.encoder(obs), action)
-
-
-class DSRLPolicy(PreTrainedPolicy):
+class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     """Diffusion Steering via RL over any LeRobot base whose `predict_action_chunk` takes `noise=`.
 
     Args:
@@ -129,63 +92,33 @@ class DSRLPolicy(PreTrainedPolicy):
         **kwargs,
     ):
         super().__init__(config)
-        self.adapter = base_adapter if base_adapter is not None else _load_base(config, base_policy_dir)
-        self._bind_base(dataset_meta)
+        self._init_base(base_adapter, base_policy_dir, dataset_meta)
 
         base_noise = self.adapter.noise_shape(1)
         self.chunk_length, self.noise_width = base_noise[1], base_noise[2]
         self.noise_dim = self.chunk_length * self.noise_width if config.noise_layout == "full" else self.noise_width
         self.action_dim = self.adapter.action_dim
 
-        features = {k: ft for k, ft in config.input_features.items() if "empty_camera" not in k}
-        make_encoder = lambda: ObservationEncoder(  # noqa: E731
-            features, image_channels=tuple(config.image_channels), image_strides=tuple(config.image_strides),
-            image_latent_dim=config.image_latent_dim,
-        )
-        self.actor = NoiseActor(make_encoder(), self.noise_dim, config)
+        self.actor = NoiseActor(make_observation_encoder(config), self.noise_dim, config)
         critic_input = config.n_exec * self.action_dim if config.variant == "na" else self.noise_dim
-        self.critic = ObservationCritic(make_encoder(), critic_input, config)
+        self.critic = ObservationCritic(make_observation_encoder(config), critic_input, config)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.noise_critic = ObservationCritic(make_encoder(), self.noise_dim, config) if config.variant == "na" else None
+        self.noise_critic = (
+            ObservationCritic(make_observation_encoder(config), self.noise_dim, config) if config.variant == "na" else None
+        )
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature)))
-        self.register_buffer("_episode_success", _episode_success(dataset_meta), persistent=False)
         self.reset()
 
     # ------------------------------------------------------------------------------ base binding
 
-    def _bind_base(self, dataset_meta) -> None:
-        """Check the data against the base, then adopt the base's features and normalization.
-
-        The DSRL config takes the base's input/output features and normalization mapping, so that
-        the normalizer LeRobot rebuilds (with `features`/`norm_map` overrides) is the base's.
-        """
-        config, base_cfg = self.config, self.adapter.policy.config
-        if dataset_meta is not None:
-            self.adapter.check_features(dataset_meta)
-            names = set(dataset_meta.features)
-            if config.reward_key not in names and not config.reward_from_success:
-                raise ValueError(
-                    f"the dataset has no reward column '{config.reward_key}' (it has: {sorted(names)}). DSRL "
-                    "learns from rewards: record them, name the column with --policy.reward_key=<column>, or "
-                    "pass --policy.reward_from_success=true (reward 1 on the last frame of each episode recorded "
-                    "as successful, i.e. with next.success true in it; every episode when there is no "
-                    "next.success column)."
-                )
-            if config.variant == "sac":
-                raise ValueError(
-                    "--policy.variant=sac learns from the noise of each transition, which a dataset of recorded "
-                    "actions does not have: train offline with --policy.variant=na (the action critic learns "
-                    "from recorded chunks), or train DSRL-SAC online."
-                )
-        elif config.input_features or config.output_features:
-            self.adapter.check_features({**config.input_features, **config.output_features})
-        if config.base_type is None:  # in-memory base: take the facts the config reads from a checkpoint
-            config.set_base_facts(self.adapter.policy_type, base_cfg.n_obs_steps, self.adapter.n_action_steps)
-        if config.n_exec > self.adapter.n_action_steps:
-            raise ValueError(f"n_action_steps={config.n_exec} > the base's {self.adapter.n_action_steps}")
-        config.input_features = dict(base_cfg.input_features)
-        config.output_features = dict(base_cfg.output_features)
-        config.normalization_mapping = dict(base_cfg.normalization_mapping)
+    def _check_dataset(self, dataset_meta) -> None:
+        super()._check_dataset(dataset_meta)
+        if self.config.variant == "sac":
+            raise ValueError(
+                "--policy.variant=sac learns from the noise of each transition, which a dataset of recorded "
+                "actions does not have: train offline with --policy.variant=na (the action critic learns "
+                "from recorded chunks), or train DSRL-SAC online."
+            )
 
     # ------------------------------------------------------------------------------ noise <-> base
 
@@ -209,23 +142,7 @@ class DSRLPolicy(PreTrainedPolicy):
         """
         return self.adapter.sample(self._as_history(obs), self.base_noise(w))[:, : self.config.n_exec]
 
-    def _as_history(self, obs: dict[str, Tensor]) -> dict[str, Tensor]:
-        n = self.adapter.policy.config.n_obs_steps
-        if n == 1:
-            return obs
-        out = dict(obs)
-        for key, ft in self.adapter.policy.config.input_features.items():
-            value = obs.get(key)
-            if isinstance(value, Tensor) and value.ndim == len(ft.shape) + 1:
-                out[key] = value.unsqueeze(1).expand(value.shape[0], n, *value.shape[1:])
-        return out
-
     # ----------------------------------------------------------------------------------- acting
-
-    def reset(self) -> None:
-        """Clear the action queue and the base's observation history (call at episode start)."""
-        self._queue: deque[Tensor] = deque(maxlen=self.config.n_exec)
-        self.adapter.reset()
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
@@ -240,16 +157,6 @@ class DSRLPolicy(PreTrainedPolicy):
             deterministic = self.config.deterministic_actions if deterministic is None else deterministic
             noise = self.base_noise(self.actor(obs, deterministic=deterministic).action)
         return self.adapter.sample(obs, noise)[:, : self.config.n_exec]
-
-    @torch.no_grad()
-    def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
-        """One action per env step from a queue refilled with a new chunk every n_exec steps."""
-        if not self._queue:
-            chunk = self.predict_action_chunk(batch, noise=noise, **kwargs)
-            self._queue.extend(chunk.transpose(0, 1))
-        else:
-            self.adapter.observe(_observations(batch))  # keep a diffusion base's history current
-        return self._queue.popleft()
 
     # ---------------------------------------------------------------------------------- training
 
@@ -312,198 +219,11 @@ class DSRLPolicy(PreTrainedPolicy):
         metrics["noise_abs_mean"] = pi.action.detach().abs().mean()
         return loss, metrics
 
-    # ------------------------------------------------------------------------- chunk transitions
+    # ------------------------------------------------------------------------------- model card
 
-    def transitions_from_dataset(self, batch: dict[str, Tensor]) -> ChunkTransitions:
-        """The chunk-level MDP from a LeRobot dataset batch built with this config's delta indices.
-
-        Observations come with the offsets `observation_delta_indices` (current history + chunk-end
-        history), actions and rewards with the executed chunk's offsets; `<key>_is_pad` marks frames
-        past the episode end. A chunk whose end observation is padded reaches the episode end: its
-        reward stops there, it executed fewer steps, and `episode_end` says whether it terminated.
-        """
+    def method_card_text(self) -> str:
         c = self.config
-        deltas = c.observation_delta_indices
-        cur = [deltas.index(o) for o in c.current_obs_offsets]
-        nxt = [deltas.index(o) for o in c.next_obs_offsets]
-        obs, next_obs, end_pad = {}, {}, None
-        for key, value in _observations(batch).items():
-            pad = batch.get(f"{key}_is_pad")
-            if pad is None:  # not delta-indexed (e.g. language tokens): the same at both ends
-                obs[key] = next_obs[key] = value
-                continue
-            obs[key], next_obs[key] = _take(value, cur), _take(value, nxt)
-            end_pad = pad[:, nxt[-1]] if end_pad is None else end_pad
-        if end_pad is None:
-            raise ValueError(
-                "the batch has no '<observation>_is_pad' masks: build the dataset with this config's "
-                "delta indices (lerobot-train does) so that each sample holds a whole chunk"
-            )
-        action = batch[ACTION][:, : c.n_exec]
-        b = action.shape[0]
-        action_pad = batch.get(f"{ACTION}_is_pad")
-        valid = torch.ones(b, c.n_exec, dtype=torch.bool, device=action.device) if action_pad is None else ~action_pad[:, : c.n_exec]
-        ended = end_pad.bool()
-        success = self._success_of(batch, b, action.device)
-        reward = batch.get(c.reward_key)
-        if isinstance(reward, Tensor):
-            reward_pad = batch.get(f"{c.reward_key}_is_pad")
-            reward_valid = valid if reward_pad is None else ~reward_pad[:, : c.n_exec]
-            reward = (reward.reshape(b, -1)[:, : c.n_exec].float() * reward_valid).sum(1)
-        elif c.reward_from_success:
-            reward = (ended & success).float()
-        else:
-            raise ValueError(f"the batch has no reward '{c.reward_key}' (see --policy.reward_from_success)")
-        if c.episode_end == "terminal":
-            terminated = ended
-        elif c.episode_end == "truncated":
-            terminated = torch.zeros_like(ended)
-        else:
-            terminated = ended & success
-        return ChunkTransitions(
-            obs=obs, action=action, reward=reward, next_obs=next_obs,
-            terminated=terminated.float(), n_steps=valid.sum(1).float(),
+        return (
+            f"This is a DSRL-{c.variant.upper()} policy: a small actor chooses the initial noise of the base "
+            f"(noise layout `{c.noise_layout}`, bound {c.noise_bound}), which denoises it into the executed actions."
         )
-
-    def transitions_from_replay(self, batch: dict) -> ChunkTransitions:
-        """Chunk transitions from a LeRobot `ReplayBuffer` batch (online DSRL).
-
-        Layout: `state`/`next_state` (observation dicts, with the base's history for diffusion
-        bases), `action` (B, n_exec, action_dim) normalized executed chunk, `reward` (B,) chunk
-        reward, `done` (B,) termination (time-limit truncations must be stored with done = 0), and
-        `complementary_info` with `noise` (B, noise_dim) for DSRL-SAC and optionally `n_steps` (B,).
-        """
-        info = batch.get("complementary_info") or {}
-        action = batch[ACTION]
-        b = action.shape[0]
-        n_steps = info.get("n_steps")
-        if n_steps is None:
-            n_steps = torch.full((b,), float(self.config.n_exec), device=action.device)
-        return ChunkTransitions(
-            obs=batch["state"], action=action.reshape(b, self.config.n_exec, self.action_dim),
-            reward=batch["reward"].reshape(b).float(), next_obs=batch["next_state"],
-            terminated=batch["done"].reshape(b).float(), n_steps=n_steps.reshape(b).float(),
-            noise=info.get("noise"),
-        )
-
-    def _success_of(self, batch: dict, b: int, device) -> Tensor:
-        episodes = batch.get("episode_index")
-        if self._episode_success is None or not isinstance(episodes, Tensor):
-            return torch.ones(b, dtype=torch.bool, device=device)  # no success record: demonstrations
-        table = self._episode_success.to(device)
-        index = episodes.reshape(b).long().clamp(0, table.numel() - 1)
-        return table[index]
-
-    # ------------------------------------------------------------------------------- checkpoints
-
-    def trained_state_dict(self) -> dict[str, Tensor]:
-        """Everything but the frozen base (which is saved once, in `base_policy/`)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(BASE_PREFIX)}
-
-    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
-        save_directory = Path(save_directory)
-        self.config._save_pretrained(save_directory)
-        tensors = state_dict if state_dict is not None else self.state_dict()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if not k.startswith(BASE_PREFIX)}
-        save_file(tensors, str(save_directory / SAFETENSORS_FILE))
-        base_dir = save_directory / BASE_POLICY_DIR
-        self.adapter.policy.save_pretrained(base_dir)
-        for pipeline in (self.adapter.preprocessor, self.adapter.postprocessor):
-            if pipeline is not None:
-                pipeline.save_pretrained(base_dir)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_name_or_path, *, config=None, revision=None, **kwargs):
-        """Load a DSRL checkpoint (folder or Hub repo id); the base comes from its `base_policy/`."""
-        folder = Path(pretrained_name_or_path)
-        if not folder.is_dir():
-            from lerobot_steer.steering.base_adapter import _resolve_checkpoint
-
-            folder = _resolve_checkpoint(
-                pretrained_name_or_path, revision=revision, cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token")
-            )
-        if not (folder / BASE_POLICY_DIR).is_dir():
-            raise CheckpointError(
-                f"{folder} has no {BASE_POLICY_DIR}/ folder: it is not a complete dsrl checkpoint (the frozen base "
-                "policy is saved there by DSRLPolicy.save_pretrained)"
-            )
-        kwargs.setdefault("base_policy_dir", folder / BASE_POLICY_DIR)
-        return super().from_pretrained(folder, config=config, revision=revision, **kwargs)
-
-    @classmethod
-    def _load_as_safetensor(cls, model: DSRLPolicy, model_file: str, map_location: str, strict: bool) -> DSRLPolicy:
-        """Load the trained networks; every one of them must be in the file (the base is not)."""
-        try:
-            tensors = load_file(model_file, device="cpu")
-        except Exception as e:
-            raise CheckpointError(f"{model_file} is missing or not a readable safetensors file ({e})") from e
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
-        missing = [k for k in missing if not k.startswith(BASE_PREFIX)]
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{model_file} does not match this dsrl config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        return model
-
-    def generate_model_card(self, dataset_repo_id, model_type, license, tags, cfg=None, dataset_meta=None):
-        """LeRobot's model card, plus which base policy this checkpoint steers and how it is stored."""
-        card = super().generate_model_card(dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta)
-        card.text += "\n" + base_policy_card_section(self.config)
-        return card
-
-
-def base_policy_card_section(config: DSRLConfig) -> str:
-    """Model-card text naming the steered base (what `push_to_hub` uploads in README.md)."""
-    source = config.base_policy_path or "(in-memory policy)"
-    revision = f" at revision `{config.base_policy_revision}`" if config.base_policy_revision else ""
-    return (
-        "## Steered base policy\n\n"
-        f"This is a DSRL-{config.variant.upper()} policy: a small actor chooses the initial noise of a frozen "
-        f"`{config.base_type}` base policy, trained from `{source}`{revision}, which denoises it into "
-        f"{config.n_action_steps}-step action chunks (noise layout `{config.noise_layout}`, bound "
-        f"{config.noise_bound}).\n\n"
-        f"The base's weights, config and processors are included in `{BASE_POLICY_DIR}/`, so "
-        "`--policy.path=<this repo>` rebuilds everything.\n"
-    )
-
-
-# ---------------------------------------------------------------------------------------- helpers
-
-
-def _load_base(config: DSRLConfig, base_policy_dir) -> BasePolicyAdapter:
-    source = base_policy_dir or config.base_policy_path
-    if source is None:
-        raise ValueError("dsrl needs a base policy: pass --policy.base_policy_path=<diffusion/pi0/pi05/smolvla checkpoint>")
-    return BasePolicyAdapter.from_pretrained(
-        source,
-        device=config.device,
-        revision=None if base_policy_dir else config.base_policy_revision,
-        num_inference_steps=config.num_inference_steps,
-    )
-
-
-def _observations(batch: dict) -> dict[str, Tensor]:
-    """The observation tensors of a batch (the base and the encoders read nothing else)."""
-    return {
-        k: v for k, v in batch.items()
-        if k.startswith(OBS_PREFIX) and not k.endswith("_is_pad") and isinstance(v, Tensor)
-    }
-
-
-def _take(value: Tensor, positions: list[int]) -> Tensor:
-    """Frames at `positions` of a delta-indexed tensor: (B, T, ...) -> (B, len, ...), or (B, ...) for one."""
-    return value[:, positions] if len(positions) > 1 else value[:, positions[0]]
-
-
-def _episode_success(dataset_meta) -> Tensor | None:
-    """Per-episode "recorded as successful" (next.success true somewhere), from the episode stats."""
-    episodes = getattr(dataset_meta, "episodes", None)
-    column = "stats/next.success/max"
-    if episodes is None or column not in getattr(episodes, "column_names", []):
-        return None
-    index = [int(i) for i in episodes["episode_index"]]
-    table = torch.zeros(max(index) + 1, dtype=torch.bool)
-    for i, value in zip(index, episodes[column], strict=True):
-        table[i] = bool(torch.as_tensor(value).bool().any())
-    return table
-

@@ -1,0 +1,171 @@
+"""What every steering policy over a frozen base shares in its config: the base, the chunk-level MDP
+read from a LeRobot dataset, the critic networks.
+
+`FrozenBaseConfig` is not registered as a policy type; `DSRLConfig` (`dsrl`) and `DynaVGDConfig`
+(`dyna_vgd`) derive from it and add their method's fields, so `--policy.<field>=...` means the same
+thing for both.
+
+The config reads the base checkpoint's `config.json` lazily (cheap: JSON only) because LeRobot
+builds the dataset, and with it the delta indices below, before it builds the policy; the facts it
+needs are copied into `base_*` fields so that a saved config stays self-contained after the original
+base folder is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.optim.optimizers import AdamConfig
+
+EPISODE_ENDS = ("terminal", "truncated", "success")
+
+
+@dataclass
+class FrozenBaseConfig(PreTrainedConfig):
+    """Fields shared by the steering policies (see DSRLConfig / DynaVGDConfig for the methods).
+
+    Base policy:
+        base_policy_path: the base checkpoint (a `pretrained_model/` folder or a Hub repo id) that a
+            fresh run steers. A saved checkpoint carries its own copy in `base_policy/` and does not
+            need this path any more.
+        base_policy_revision: Hub revision of `base_policy_path` (pins a repo id).
+        num_inference_steps: denoising steps of the base (None: the base's own; a DDPM diffusion
+            base is switched to 10 deterministic DDIM steps).
+        n_action_steps: executed steps per chunk (None: the base's n_action_steps; may be fewer).
+        discount: gamma per env step; a chunk of k executed steps is discounted by gamma^k.
+
+    Critics: an ensemble of `n_critics` MLP heads (hidden_dims, Linear -> LayerNorm -> activation)
+        over (encoded observation, executed chunk), Polyak-averaged targets with rate `tau`,
+        heads combined with `q_reduce` in the backup.
+
+    Offline data (lerobot-train):
+        reward_key: dataset column holding the per-frame reward.
+        reward_from_success: for datasets without a reward column: reward 1 on the last frame of
+            every episode recorded as successful (its `next.success` is true somewhere in the
+            episode; without a `next.success` column every episode counts as successful, as for a
+            set of demonstrations), 0 elsewhere.
+        episode_end: what a chunk that reaches the end of its episode is: "terminal" (no bootstrap;
+            the DSRL/VGD reference convention), "truncated" (bootstraps from the last recorded
+            observation, for time-limit ends) or "success" (terminal for episodes recorded as
+            successful, truncated for the others).
+    """
+
+    # Base policy
+    base_policy_path: str | None = None
+    base_policy_revision: str | None = None
+    num_inference_steps: int | None = None
+    n_action_steps: int | None = None
+    discount: float = 0.99
+
+    # Critics
+    tau: float = 0.005
+    n_critics: int = 2
+    q_reduce: str = "min"
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256, 256])
+    activation: str = "tanh"
+    layer_norm: bool = True
+    image_channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
+    image_strides: list[int] = field(default_factory=lambda: [2, 1, 1, 1])
+    image_latent_dim: int = 50
+    critic_lr: float = 3e-4
+    grad_clip_norm: float = 100.0
+
+    # Offline data
+    reward_key: str = "next.reward"
+    reward_from_success: bool = False
+    episode_end: str = "terminal"
+
+    # Filled from the base checkpoint (do not set by hand).
+    base_type: str | None = None
+    base_n_obs_steps: int | None = None
+    base_n_action_steps: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name, value, allowed in (
+            ("episode_end", self.episode_end, EPISODE_ENDS),
+            ("q_reduce", self.q_reduce, ("min", "mean")),
+        ):
+            check_choice(name, value, allowed)
+        if self.base_type is not None:
+            self.set_base_facts(self.base_type, self.base_n_obs_steps, self.base_n_action_steps)
+
+    def set_base_facts(self, base_type: str, n_obs_steps: int, n_action_steps: int) -> None:
+        """Record the base's type, history length and chunk length; resolve the executed steps."""
+        self.base_type, self.base_n_obs_steps, self.base_n_action_steps = base_type, n_obs_steps, n_action_steps
+        if self.n_action_steps is None:
+            self.n_action_steps = n_action_steps
+        if not 1 <= self.n_action_steps <= n_action_steps:
+            raise ValueError(
+                f"--policy.n_action_steps={self.n_action_steps}: the base executes at most {n_action_steps} steps per chunk"
+            )
+        self.n_obs_steps = n_obs_steps
+
+    def ensure_base_facts(self) -> None:
+        """Read the base's config.json once, on first use; fail with an error naming the path.
+
+        Lazy rather than in __post_init__: draccus replaces errors raised while parsing the CLI with
+        "Couldn't instantiate class ...Config", which would hide the path.
+        """
+        if self.base_type is not None:
+            return
+        if self.base_policy_path is None:
+            raise ValueError(f"{self.type} needs a base policy: pass --policy.base_policy_path=<base checkpoint>")
+        from lerobot_steer.steering.base_adapter import CONFIG_NAME, _resolve_checkpoint, _validate_checkpoint
+
+        folder = _resolve_checkpoint(self.base_policy_path, revision=self.base_policy_revision, cache_dir=None, token=None)
+        base_type = _validate_checkpoint(folder, load_processors=True)
+        base = json.loads((folder / CONFIG_NAME).read_text())
+        self.set_base_facts(base_type, int(base.get("n_obs_steps", 1)), int(base["n_action_steps"]))
+
+    # ----------------------------------------------------------------------------- LeRobot hooks
+
+    @property
+    def n_exec(self) -> int:
+        self.ensure_base_facts()
+        return self.n_action_steps
+
+    @property
+    def current_obs_offsets(self) -> list[int]:
+        """Frame offsets of the observation history the base conditions on at the chunk start."""
+        self.ensure_base_facts()
+        return list(range(-(self.n_obs_steps - 1), 1))
+
+    @property
+    def next_obs_offsets(self) -> list[int]:
+        """Frame offsets of the history at the chunk end (k executed steps later)."""
+        return [k + self.n_exec for k in self.current_obs_offsets]
+
+    @property
+    def observation_delta_indices(self) -> list[int]:
+        # One list for every observation key: the current history and the chunk-end history.
+        return sorted(set(self.current_obs_offsets) | set(self.next_obs_offsets))
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.n_exec))  # the executed chunk
+
+    @property
+    def reward_delta_indices(self) -> list[int]:
+        return list(range(self.n_exec))  # the chunk's per-frame rewards, summed in the policy
+
+    @property
+    def drop_n_last_frames(self) -> int:
+        return 0  # chunks that run past the episode end are kept: they carry the terminal reward
+
+    def get_optimizer_preset(self) -> AdamConfig:
+        return AdamConfig(lr=self.critic_lr, weight_decay=0.0, grad_clip_norm=self.grad_clip_norm)
+
+    def get_scheduler_preset(self):
+        return None
+
+    def validate_features(self) -> None:
+        """Features are checked against the base policy when the policy is built."""
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raise naming the CLI flag when a string option is not one of its choices."""
+    if value not in allowed:
+        raise ValueError(f"--policy.{name}={value!r} is not one of {allowed}")

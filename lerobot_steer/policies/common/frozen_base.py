@@ -1,0 +1,365 @@
+"""What every steering policy over a frozen LeRobot base shares in its modeling code.
+
+* Binding the base: load it (`BasePolicyAdapter`), check the dataset's features against it, adopt
+  its features and normalization (so LeRobot's processors are the base's).
+* The chunk-level MDP: `ChunkTransitions` from a LeRobot dataset batch built with the config's delta
+  indices, or from a LeRobot `ReplayBuffer` batch.
+* Checkpoints: the trained networks in `model.safetensors`, the frozen base (weights, config,
+  processors) once in `base_policy/`, so that `--policy.path` alone rebuilds everything; a model card
+  section naming the base.
+
+`FrozenBasePolicyMixin` goes before `PreTrainedPolicy` in a policy's bases (`DSRLPolicy`,
+`DynaVGDPolicy`); it is a mixin rather than an intermediate `PreTrainedPolicy` because LeRobot
+requires every subclass of that to name a config class and a policy type.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from lerobot.utils.constants import ACTION, OBS_PREFIX
+
+from lerobot_steer.steering.base_adapter import SAFETENSORS_FILE, BasePolicyAdapter, CheckpointError
+from lerobot_steer.steering.encoders import ObservationEncoder
+from lerobot_steer.steering.networks import CriticEnsemble
+
+from .config import FrozenBaseConfig
+
+BASE_POLICY_DIR = "base_policy"  # where a checkpoint keeps its base (config, weights, processors)
+BASE_PREFIX = "adapter."  # state-dict prefix of the frozen base, left out of model.safetensors
+
+
+@dataclass
+class ChunkTransitions:
+    """A batch of chunk-level transitions, whatever their source (dataset or replay buffer).
+
+    obs / next_obs: base-ready observations at the chunk start and end (with the base's history,
+        (B, n_obs_steps, ...), for diffusion bases), normalized by the base's preprocessor.
+    action: (B, n_exec, action_dim) normalized executed chunk.
+    reward: (B,) undiscounted sum of the chunk's rewards.
+    terminated: (B,) 1 where the episode terminated inside the chunk (no bootstrap).
+    n_steps: (B,) env steps the chunk executed (discount gamma^n_steps).
+    noise: (B, noise_dim) the actor-space noise that produced the chunk (DSRL-SAC only).
+    """
+
+    obs: dict[str, Tensor]
+    action: Tensor
+    reward: Tensor
+    next_obs: dict[str, Tensor]
+    terminated: Tensor
+    n_steps: Tensor
+    noise: Tensor | None = None
+
+
+def make_observation_encoder(config: FrozenBaseConfig) -> ObservationEncoder:
+    """A fresh encoder of the config's input features (each network gets its own)."""
+    features = {k: ft for k, ft in config.input_features.items() if "empty_camera" not in k}
+    return ObservationEncoder(
+        features, image_channels=tuple(config.image_channels), image_strides=tuple(config.image_strides),
+        image_latent_dim=config.image_latent_dim,
+    )
+
+
+class ObservationCritic(nn.Module):
+    """Q_j(s, x), j = 1..n_critics, over encoded observations: (obs dict, x) -> (n_critics, B)."""
+
+    def __init__(self, encoder: ObservationEncoder, act_dim: int, config: FrozenBaseConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.ensemble = CriticEnsemble(
+            encoder.output_dim, act_dim, config.n_critics, config.hidden_dims,
+            activation=config.activation, layer_norm=config.layer_norm,
+        )
+
+    def forward(self, obs: dict[str, Tensor], action: Tensor) -> Tensor:
+        return self.ensemble(self.encoder(obs), action)
+
+
+class FrozenBasePolicyMixin:
+    """Base binding, chunk transitions from datasets/replay, and checkpoints with `base_policy/`.
+
+    The host class calls `_init_base(...)` at the start of its `__init__` (after
+    `PreTrainedPolicy.__init__`) and `reset()` at its end, and implements `predict_action_chunk`
+    (the executed chunk, normalized) and `method_card_text()`; `select_action` plays the chunk out.
+    """
+
+    config: FrozenBaseConfig
+    adapter: BasePolicyAdapter
+
+    def _init_base(self, base_adapter: BasePolicyAdapter | None, base_policy_dir, dataset_meta) -> None:
+        self.adapter = base_adapter if base_adapter is not None else load_base_adapter(self.config, base_policy_dir)
+        self._bind_base(dataset_meta)
+        self.register_buffer("_episode_success", episode_success(dataset_meta), persistent=False)
+
+    # ------------------------------------------------------------------------------ base binding
+
+    def _check_dataset(self, dataset_meta) -> None:
+        """Refuse a training dataset the method cannot learn from (subclasses add their checks)."""
+        config = self.config
+        self.adapter.check_features(dataset_meta)
+        names = set(dataset_meta.features)
+        if config.reward_key not in names and not config.reward_from_success:
+            raise ValueError(
+                f"the dataset has no reward column '{config.reward_key}' (it has: {sorted(names)}). "
+                f"{config.type} learns from rewards: record them, name the column with "
+                "--policy.reward_key=<column>, or pass --policy.reward_from_success=true (reward 1 on the last "
+                "frame of each episode recorded as successful, i.e. with next.success true in it; every episode "
+                "when there is no next.success column)."
+            )
+
+    def _bind_base(self, dataset_meta) -> None:
+        """Check the data against the base, then adopt the base's features and normalization.
+
+        The config takes the base's input/output features and normalization mapping, so that the
+        normalizer LeRobot rebuilds (with `features`/`norm_map` overrides) is the base's.
+        """
+        config, base_cfg = self.config, self.adapter.policy.config
+        if dataset_meta is not None:
+            self._check_dataset(dataset_meta)
+        elif config.input_features or config.output_features:
+            self.adapter.check_features({**config.input_features, **config.output_features})
+        if config.base_type is None:  # in-memory base: take the facts the config reads from a checkpoint
+            config.set_base_facts(self.adapter.policy_type, base_cfg.n_obs_steps, self.adapter.n_action_steps)
+        if config.n_exec > self.adapter.n_action_steps:
+            raise ValueError(f"n_action_steps={config.n_exec} > the base's {self.adapter.n_action_steps}")
+        config.input_features = dict(base_cfg.input_features)
+        config.output_features = dict(base_cfg.output_features)
+        config.normalization_mapping = dict(base_cfg.normalization_mapping)
+
+    def _as_history(self, obs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Single-step observations of a history base as a fresh episode (the step repeated).
+
+        For stateless decodes of training batches: never pushed into the history that acting keeps.
+        """
+        n = self.adapter.policy.config.n_obs_steps
+        if n == 1:
+            return obs
+        out = dict(obs)
+        for key, ft in self.adapter.policy.config.input_features.items():
+            value = obs.get(key)
+            if isinstance(value, Tensor) and value.ndim == len(ft.shape) + 1:
+                out[key] = value.unsqueeze(1).expand(value.shape[0], n, *value.shape[1:])
+        return out
+
+    # ----------------------------------------------------------------------------------- acting
+
+    def reset(self) -> None:
+        """Clear the action queue and the base's observation history (call at episode start)."""
+        self._queue: deque[Tensor] = deque(maxlen=self.config.n_exec)
+        self.adapter.reset()
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
+        """One action per env step from a queue refilled with a new chunk every n_exec steps."""
+        if not self._queue:
+            chunk = self.predict_action_chunk(batch, noise=noise, **kwargs)
+            self._queue.extend(chunk.transpose(0, 1))
+        else:
+            self.adapter.observe(observations(batch))  # keep a diffusion base's history current
+        return self._queue.popleft()
+
+    # ------------------------------------------------------------------------- chunk transitions
+
+    def transitions_from_dataset(self, batch: dict[str, Tensor]) -> ChunkTransitions:
+        """The chunk-level MDP from a LeRobot dataset batch built with this config's delta indices.
+
+        Observations come with the offsets `observation_delta_indices` (current history + chunk-end
+        history), actions and rewards with the executed chunk's offsets; `<key>_is_pad` marks frames
+        past the episode end. A chunk whose end observation is padded reaches the episode end: its
+        reward stops there, it executed fewer steps, and `episode_end` says whether it terminated.
+        """
+        c = self.config
+        deltas = c.observation_delta_indices
+        cur = [deltas.index(o) for o in c.current_obs_offsets]
+        nxt = [deltas.index(o) for o in c.next_obs_offsets]
+        obs, next_obs, end_pad = {}, {}, None
+        for key, value in observations(batch).items():
+            pad = batch.get(f"{key}_is_pad")
+            if pad is None:  # not delta-indexed (e.g. language tokens): the same at both ends
+                obs[key] = next_obs[key] = value
+                continue
+            obs[key], next_obs[key] = _take(value, cur), _take(value, nxt)
+            end_pad = pad[:, nxt[-1]] if end_pad is None else end_pad
+        if end_pad is None:
+            raise ValueError(
+                "the batch has no '<observation>_is_pad' masks: build the dataset with this config's "
+                "delta indices (lerobot-train does) so that each sample holds a whole chunk"
+            )
+        action = batch[ACTION][:, : c.n_exec]
+        b = action.shape[0]
+        action_pad = batch.get(f"{ACTION}_is_pad")
+        valid = torch.ones(b, c.n_exec, dtype=torch.bool, device=action.device) if action_pad is None else ~action_pad[:, : c.n_exec]
+        ended = end_pad.bool()
+        success = self._success_of(batch, b, action.device)
+        reward = batch.get(c.reward_key)
+        if isinstance(reward, Tensor):
+            reward_pad = batch.get(f"{c.reward_key}_is_pad")
+            reward_valid = valid if reward_pad is None else ~reward_pad[:, : c.n_exec]
+            reward = (reward.reshape(b, -1)[:, : c.n_exec].float() * reward_valid).sum(1)
+        elif c.reward_from_success:
+            reward = (ended & success).float()
+        else:
+            raise ValueError(f"the batch has no reward '{c.reward_key}' (see --policy.reward_from_success)")
+        if c.episode_end == "terminal":
+            terminated = ended
+        elif c.episode_end == "truncated":
+            terminated = torch.zeros_like(ended)
+        else:
+            terminated = ended & success
+        return ChunkTransitions(
+            obs=obs, action=action, reward=reward, next_obs=next_obs,
+            terminated=terminated.float(), n_steps=valid.sum(1).float(),
+        )
+
+    def transitions_from_replay(self, batch: dict) -> ChunkTransitions:
+        """Chunk transitions from a LeRobot `ReplayBuffer` batch (online training).
+
+        Layout: `state`/`next_state` (observation dicts, with the base's history for diffusion
+        bases), `action` (B, n_exec, action_dim) normalized executed chunk, `reward` (B,) chunk
+        reward, `done` (B,) termination (time-limit truncations must be stored with done = 0), and
+        `complementary_info` with optionally `noise` (B, noise_dim) and `n_steps` (B,).
+        """
+        info = batch.get("complementary_info") or {}
+        action = batch[ACTION]
+        b = action.shape[0]
+        n_steps = info.get("n_steps")
+        if n_steps is None:
+            n_steps = torch.full((b,), float(self.config.n_exec), device=action.device)
+        return ChunkTransitions(
+            obs=batch["state"], action=action.reshape(b, self.config.n_exec, self.adapter.action_dim),
+            reward=batch["reward"].reshape(b).float(), next_obs=batch["next_state"],
+            terminated=batch["done"].reshape(b).float(), n_steps=n_steps.reshape(b).float(),
+            noise=info.get("noise"),
+        )
+
+    def _success_of(self, batch: dict, b: int, device) -> Tensor:
+        episodes = batch.get("episode_index")
+        if self._episode_success is None or not isinstance(episodes, Tensor):
+            return torch.ones(b, dtype=torch.bool, device=device)  # no success record: demonstrations
+        table = self._episode_success.to(device)
+        index = episodes.reshape(b).long().clamp(0, table.numel() - 1)
+        return table[index]
+
+    # ------------------------------------------------------------------------------- checkpoints
+
+    def trained_state_dict(self) -> dict[str, Tensor]:
+        """Everything but the frozen base (which is saved once, in `base_policy/`)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(BASE_PREFIX)}
+
+    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        save_directory = Path(save_directory)
+        self.config._save_pretrained(save_directory)
+        tensors = state_dict if state_dict is not None else self.state_dict()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if not k.startswith(BASE_PREFIX)}
+        save_file(tensors, str(save_directory / SAFETENSORS_FILE))
+        base_dir = save_directory / BASE_POLICY_DIR
+        self.adapter.policy.save_pretrained(base_dir)
+        for pipeline in (self.adapter.preprocessor, self.adapter.postprocessor):
+            if pipeline is not None:
+                pipeline.save_pretrained(base_dir)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_name_or_path, *, config=None, revision=None, **kwargs):
+        """Load a checkpoint (folder or Hub repo id); the base comes from its `base_policy/`."""
+        folder = Path(pretrained_name_or_path)
+        if not folder.is_dir():
+            from lerobot_steer.steering.base_adapter import _resolve_checkpoint
+
+            folder = _resolve_checkpoint(
+                pretrained_name_or_path, revision=revision, cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token")
+            )
+        if not (folder / BASE_POLICY_DIR).is_dir():
+            raise CheckpointError(
+                f"{folder} has no {BASE_POLICY_DIR}/ folder: it is not a complete {cls.name} checkpoint (the frozen "
+                f"base policy is saved there by {cls.__name__}.save_pretrained)"
+            )
+        kwargs.setdefault("base_policy_dir", folder / BASE_POLICY_DIR)
+        return super().from_pretrained(folder, config=config, revision=revision, **kwargs)
+
+    @classmethod
+    def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
+        """Load the trained networks; every one of them must be in the file (the base is not)."""
+        try:
+            tensors = load_file(model_file, device="cpu")
+        except Exception as e:
+            raise CheckpointError(f"{model_file} is missing or not a readable safetensors file ({e})") from e
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        missing = [k for k in missing if not k.startswith(BASE_PREFIX)]
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{model_file} does not match this {cls.name} config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        return model
+
+    def method_card_text(self) -> str:
+        """One paragraph of model card saying what this policy does with its base."""
+        raise NotImplementedError
+
+    def generate_model_card(self, dataset_repo_id, model_type, license, tags, cfg=None, dataset_meta=None):
+        """LeRobot's model card, plus which base policy this checkpoint steers and how it is stored."""
+        card = super().generate_model_card(dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta)
+        card.text += "\n" + base_policy_card_section(self.config, self.method_card_text())
+        return card
+
+
+def base_policy_card_section(config: FrozenBaseConfig, method_text: str) -> str:
+    """Model-card text naming the steered base (what `push_to_hub` uploads in README.md)."""
+    source = config.base_policy_path or "(in-memory policy)"
+    revision = f" at revision `{config.base_policy_revision}`" if config.base_policy_revision else ""
+    return (
+        "## Steered base policy\n\n"
+        f"{method_text} The frozen `{config.base_type}` base policy was trained from `{source}`{revision} and "
+        f"executes {config.n_action_steps}-step action chunks.\n\n"
+        f"The base's weights, config and processors are included in `{BASE_POLICY_DIR}/`, so "
+        "`--policy.path=<this repo>` rebuilds everything.\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def load_base_adapter(config: FrozenBaseConfig, base_policy_dir=None) -> BasePolicyAdapter:
+    """The frozen base: the checkpoint's own `base_policy/` copy, else `config.base_policy_path`."""
+    source = base_policy_dir or config.base_policy_path
+    if source is None:
+        raise ValueError(
+            f"{config.type} needs a base policy: pass --policy.base_policy_path=<diffusion/pi0/pi05/smolvla checkpoint>"
+        )
+    return BasePolicyAdapter.from_pretrained(
+        source,
+        device=config.device,
+        revision=None if base_policy_dir else config.base_policy_revision,
+        num_inference_steps=config.num_inference_steps,
+    )
+
+
+def observations(batch: dict) -> dict[str, Tensor]:
+    """The observation tensors of a batch (the base and the encoders read nothing else)."""
+    return {
+        k: v for k, v in batch.items()
+        if k.startswith(OBS_PREFIX) and not k.endswith("_is_pad") and isinstance(v, Tensor)
+    }
+
+
+def _take(value: Tensor, positions: list[int]) -> Tensor:
+    """Frames at `positions` of a delta-indexed tensor: (B, T, ...) -> (B, len, ...), or (B, ...) for one."""
+    return value[:, positions] if len(positions) > 1 else value[:, positions[0]]
+
+
+def episode_success(dataset_meta) -> Tensor | None:
+    """Per-episode "recorded as successful" (next.success true somewhere), from the episode stats."""
+    episodes = getattr(dataset_meta, "episodes", None)
+    column = "stats/next.success/max"
+    if episodes is None or column not in getattr(episodes, "column_names", []):
+        return None
+    index = [int(i) for i in episodes["episode_index"]]
+    table = torch.zeros(max(index) + 1, dtype=torch.bool)
+    for i, value in zip(index, episodes[column], strict=True):
+        table[i] = bool(torch.as_tensor(value).bool().any())
+    return table

@@ -1,0 +1,45 @@
+"""Processors of a steering policy: the base policy's own saved pipelines, reused as they are.
+
+The base denoises in its normalized action space and the critics read the same normalized
+observations and chunks, so a steering policy must normalize exactly as the base was trained to.
+Recomputing statistics from the RL dataset would shift both, so `dataset_stats` is ignored on
+purpose: the pipelines (and their normalizer/unnormalizer stats) are loaded from the base checkpoint.
+Their step names are LeRobot's standard ones (`rename_observations_processor`, `device_processor`,
+`normalizer_processor`, `unnormalizer_processor`), so lerobot-eval / lerobot-rollout can override
+them as for any policy; once saved with a checkpoint they are loaded by LeRobot's stock code.
+"""
+
+from __future__ import annotations
+
+from lerobot.processor import PolicyProcessorPipeline
+from lerobot.processor.converters import (
+    batch_to_transition,
+    policy_action_to_transition,
+    transition_to_batch,
+    transition_to_policy_action,
+)
+
+from lerobot_steer.steering.base_adapter import POSTPROCESSOR_FILE, PREPROCESSOR_FILE, _pipeline_has_step, _resolve_checkpoint
+
+from .config import FrozenBaseConfig
+
+
+def base_pre_post_processors(config: FrozenBaseConfig) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
+    """The base checkpoint's pre/post processors, with the device set to `config.device`."""
+    if config.base_policy_path is None:
+        raise ValueError(
+            f"the {config.type} processors come from the base policy: pass --policy.base_policy_path=<base checkpoint>"
+        )
+    folder = _resolve_checkpoint(config.base_policy_path, revision=config.base_policy_revision, cache_dir=None, token=None)
+    overrides = {}
+    if _pipeline_has_step(folder / PREPROCESSOR_FILE, "device_processor"):
+        overrides["device_processor"] = {"device": config.device}
+    preprocessor = PolicyProcessorPipeline.from_pretrained(
+        folder, config_filename=PREPROCESSOR_FILE, overrides=overrides,
+        to_transition=batch_to_transition, to_output=transition_to_batch,
+    )
+    postprocessor = PolicyProcessorPipeline.from_pretrained(
+        folder, config_filename=POSTPROCESSOR_FILE,
+        to_transition=policy_action_to_transition, to_output=transition_to_policy_action,
+    )
+    return preprocessor, postprocessor

@@ -1,0 +1,194 @@
+"""DynaVGDPolicy: a frozen LeRobot base whose denoising is steered up a critic's value.
+
+    observation, N(0, I) noise --base denoising, x0_hat shifted by lambda * grad_a Q--> action chunk
+
+Only the critic ensemble trains (TD on the chunk-level MDP, target next action = the guided decode
+of the base at s' with the current critic, algorithms.md §3.4). The strength lambda is fixed (VGD)
+or adapts to the critic's disagreement and recent TD error (Dynamic VGD); see steering/guidance.py.
+Each component (lambda, w_local, w_global, sigma_Q, the TD error EMA) is in `forward()`'s output
+dict and, after acting, in `policy.last_guidance_stats`.
+
+The loss is `compute_loss()`, called by `forward()` (lerobot-train, offline) and by
+`DynaVGDAlgorithm.update()` (online); `update()` (called by both after each optimizer step) moves
+the target critics, the TD error average and the warm-up counter. Checkpoints carry the base in
+`base_policy/` (see policies/common/frozen_base.py); the TD error average and the gradient-step
+count are buffers in `model.safetensors`, so a loaded policy guides exactly as the saved one did.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lerobot.policies.pretrained import PreTrainedPolicy
+
+from lerobot_steer.policies.common.frozen_base import (
+    ChunkTransitions,
+    FrozenBasePolicyMixin,
+    ObservationCritic,
+    make_observation_encoder,
+    observations,
+)
+from lerobot_steer.steering.base_adapter import BasePolicyAdapter
+from lerobot_steer.steering.guidance import ValueGuide, warmup_factor
+from lerobot_steer.steering.losses import critic_td_loss, metrics_to_floats
+from lerobot_steer.steering.networks import frozen_call, polyak_update
+
+from .configuration_dyna_vgd import DynaVGDConfig
+
+
+class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
+    """(Dynamic) value-guided denoising over a diffusion / pi0 / pi05 / smolvla base.
+
+    Args:
+        config: the config (its `base_policy_path` names the base of a fresh run).
+        base_adapter: an in-memory base instead of loading one (tests, notebooks).
+        base_policy_dir: set by `from_pretrained`: the checkpoint's own `base_policy/` copy.
+        dataset_meta: passed by LeRobot's `make_policy` when training on a dataset: its features are
+            checked against the base, its reward column and per-episode success are read.
+
+    Attributes:
+        critic / critic_target: Q_j(s, a) ensembles over (observation, executed normalized chunk).
+        td_error_ema: the critic's recent TD error (buffer; 0 before the first update: w_global = 1).
+        n_updates: critic gradient steps so far (buffer; drives the lambda warm-up).
+        last_guidance_stats: the guidance components of the last acting decode (floats).
+    """
+
+    config_class = DynaVGDConfig
+    name = "dyna_vgd"
+
+    def __init__(
+        self,
+        config: DynaVGDConfig,
+        *,
+        base_adapter: BasePolicyAdapter | None = None,
+        base_policy_dir: str | Path | None = None,
+        dataset_meta=None,
+        **kwargs,
+    ):
+        super().__init__(config)
+        config.check_base_mode()
+        self._init_base(base_adapter, base_policy_dir, dataset_meta)
+        self.action_dim = self.adapter.action_dim
+        self.critic = ObservationCritic(make_observation_encoder(config), config.n_exec * self.action_dim, config)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("td_error_ema", torch.zeros(()))
+        self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
+        self._last_td_error: Tensor | None = None
+        self.last_guidance_stats: dict[str, float] = {}
+        self.reset()
+
+    # ---------------------------------------------------------------------------------- guidance
+
+    @property
+    def lambda_base(self) -> float:
+        """guidance_scale times VGD's warm-up ramp over critic gradient steps."""
+        c = self.config
+        return c.guidance_scale * warmup_factor(int(self.n_updates), c.guidance_warmup_steps)
+
+    def make_guide(self, obs: dict[str, Tensor]) -> ValueGuide:
+        """A guide bound to these observations, differentiating the online critic w.r.t. the chunk only."""
+        c = self.config
+
+        def critic(action: Tensor) -> Tensor:
+            # clone: observations made under inference_mode (lerobot-eval) cannot enter autograd
+            return frozen_call(self.critic, {k: v.clone() for k, v in obs.items()}, action)
+
+        return ValueGuide(
+            critic,
+            lambda_base=self.lambda_base, mode=c.guidance_mode, td_error=self.td_error_ema,
+            beta=c.uncertainty_beta, c_local=c.c_local, c_global=c.c_global,
+            weight_range=(c.weight_min, c.weight_max), anneal=c.guidance_anneal, q_reduce=c.q_reduce,
+            action_clip=c.guided_action_clip,
+        )
+
+    def guided_decode(self, obs: dict[str, Tensor], noise: Tensor, *, guide: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """The executed chunk (B, n_exec, action_dim), normalized, and the guidance components.
+
+        Without guidance (guide=False or lambda_base = 0) it is the base's own chunk for `noise`,
+        and lambda = 0, weights 1.
+        """
+        if guide and self.lambda_base > 0:
+            value_guide = self.make_guide(obs)
+            chunk = self.adapter.guided_sample(obs, noise, value_guide, steps=self.config.guided_steps)
+            stats = value_guide.stats()
+        else:
+            chunk, stats = self.adapter.sample(obs, noise), {}
+        zero = torch.zeros((), device=chunk.device)
+        stats = {"lambda": zero, "w_local": zero + 1, "w_global": zero + 1, "guidance_weight": zero + 1,
+                 "sigma_q": zero, **stats}
+        stats["lambda_base"] = zero + self.lambda_base
+        stats["td_error_ema"] = self.td_error_ema.detach().clone()
+        return chunk[:, : self.config.n_exec], stats
+
+    # ----------------------------------------------------------------------------------- acting
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
+        """Guided decode from `noise` (default: fresh N(0, I) of `adapter.noise_shape`), normalized.
+
+        Both the reference's acting noise tanh(N(0, I)) and its N(0, I) for TD targets exist; here
+        both use N(0, I), the prior the base was trained on (algorithms.md §8 pitfall 9).
+        """
+        obs = observations(batch)
+        if noise is None:
+            noise = self.adapter.sample_noise(next(iter(obs.values())).shape[0])
+        chunk, stats = self.guided_decode(obs, noise, guide=self.config.guide_actions)
+        self.last_guidance_stats = metrics_to_floats(stats)
+        return chunk
+
+    # ---------------------------------------------------------------------------------- training
+
+    def get_optim_params(self) -> list[dict]:
+        """The online critics only (the base and the target critics are not optimized)."""
+        return [{"params": list(self.critic.parameters()), "lr": self.config.critic_lr}]
+
+    def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
+        """lerobot-train: chunk transitions from the dataset batch -> TD loss and guidance metrics."""
+        loss, metrics = self.compute_loss(self.transitions_from_dataset(batch))
+        return loss, metrics_to_floats(metrics)
+
+    def compute_loss(self, t: ChunkTransitions) -> tuple[Tensor, dict[str, Tensor]]:
+        """TD loss of the critics: y = R + gamma^k (1 - terminated) min_j Qbar_j(s', a'), with
+        a' the guided decode of the base at s' (fresh N(0, I) noise, current online critic)."""
+        c = self.config
+        with torch.no_grad():
+            next_obs = self._as_history(t.next_obs)
+            noise = self.adapter.sample_noise(t.action.shape[0])
+            next_action, guidance = self.guided_decode(next_obs, noise)
+        clamp = None if c.td_target_clamp is None else (-c.td_target_clamp, c.td_target_clamp)
+        loss, metrics = critic_td_loss(
+            self.critic, self.critic_target, t.obs, t.action, t.reward, t.next_obs, next_action, t.terminated,
+            gamma=c.discount, n_steps=t.n_steps, next_log_prob=None, q_reduce=c.q_reduce, target_clamp=clamp,
+        )
+        self._last_td_error = metrics["td_error"]
+        metrics.update(guidance)
+        metrics["chunk_reward_mean"] = t.reward.detach().mean()
+        return loss, metrics
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """After each optimizer step: Polyak targets, fold the step's TD error into the EMA, count it."""
+        polyak_update(self.critic_target, self.critic, self.config.tau)
+        if self._last_td_error is not None:
+            td = self._last_td_error.to(self.td_error_ema)
+            decay = self.config.td_error_ema_decay if int(self.n_updates) > 0 else 0.0
+            self.td_error_ema.mul_(decay).add_((1.0 - decay) * td)
+            self._last_td_error = None
+        self.n_updates.add_(1)
+
+    # ------------------------------------------------------------------------------- model card
+
+    def method_card_text(self) -> str:
+        c = self.config
+        method = "Dynamic VGD" if c.guidance_mode == "dynamic" else "VGD"
+        steps = "every step" if c.guidance_last_k is None else f"the last {c.guidance_last_k} steps"
+        return (
+            f"This is a {method} policy (value-guided denoising): at {steps} of the base's denoising, the "
+            f"clean-action estimate is moved along the gradient of an ensemble of {c.n_critics} critics with "
+            f"strength lambda_base = {c.guidance_scale}"
+            + (" times an uncertainty weight (critic disagreement and TD error)." if method == "Dynamic VGD" else ".")
+        )

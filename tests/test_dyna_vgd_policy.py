@@ -1,0 +1,333 @@
+"""The `dyna_vgd` policy on real LeRobot bases built tiny offline: guidance moves chunks up a known
+value, the strength adapts to critic disagreement and TD error, critic TD training (lerobot-train's
+forward and the registered RLAlgorithm), checkpoints, and the errors a user meets first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from helpers_bases import ACTION, ENV, STATE, batch_maker, offline_vla_builds, save_base, tiny_diffusion, tiny_vla
+from lerobot.rl.algorithms.factory import make_algorithm
+from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy, make_dyna_vgd_pre_post_processors
+from lerobot_steer.rl.dyna_vgd_algorithm import DynaVGDAlgorithmConfig
+from lerobot_steer.steering import BasePolicyAdapter
+from test_dsrl_policy import _dataset_batch
+
+SMALL = dict(device="cpu", hidden_dims=[32, 32])
+GUIDANCE_KEYS = {"lambda", "lambda_base", "w_local", "w_global", "guidance_weight", "sigma_q", "td_error_ema"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def diffusion_base(tmp_path_factory):
+    """A tiny diffusion checkpoint folder (state + env state -> 2-d actions)."""
+    torch.manual_seed(0)
+    return save_base(*tiny_diffusion(), tmp_path_factory.mktemp("diffusion_base"))
+
+
+@pytest.fixture(scope="module")
+def vla_builds(tmp_path_factory):
+    with offline_vla_builds(tmp_path_factory.mktemp("tiny_smolvlm")) as vlm_dir:
+        yield vlm_dir
+
+
+@pytest.fixture(scope="module", params=["diffusion", "smolvla", "pi0"])
+def base(request, vla_builds):
+    """(adapter, make_batch) for the DDIM path and the flow-matching path (smolvla, pi0)."""
+    torch.manual_seed(0)
+    if request.param == "diffusion":
+        policy, pre, post = tiny_diffusion()
+    else:
+        policy, pre, post = tiny_vla(request.param, vla_builds)
+    return BasePolicyAdapter.from_policy(policy, pre, post), batch_maker(policy)
+
+
+class QuadraticCritic(nn.Module):
+    """Q_j(s, a) = -||a - a*||^2 + offset_j: every head's gradient points to a*; the offsets set
+    the ensemble's disagreement sigma_Q = std(offsets) without changing the gradient."""
+
+    def __init__(self, target: torch.Tensor, offsets):
+        super().__init__()
+        self.register_buffer("target", target.reshape(target.shape[0], -1).clone())  # per sample
+        self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.float32))
+
+    def forward(self, obs, action):
+        distance = (action.reshape(action.shape[0], -1) - self.target).pow(2).sum(1)
+        return -distance.unsqueeze(0) + self.offsets.unsqueeze(1)
+
+
+def _policy(adapter, **overrides) -> DynaVGDPolicy:
+    return DynaVGDPolicy(DynaVGDConfig(**{**SMALL, **overrides}), base_adapter=adapter)
+
+
+def _unguided_and_target(policy, obs, noise):
+    """The base's own chunk for `noise`, and a target a* at least 0.5 away from it in every entry."""
+    unguided = policy.adapter.sample(policy._as_history(obs), noise)[:, : policy.config.n_exec]
+    target = -0.5 * torch.where(unguided >= 0, 1.0, -1.0)
+    return unguided, target
+
+
+# --------------------------------------------------------------------------------- guidance
+
+
+def test_guided_samples_move_toward_the_critics_optimum_and_unguided_ones_do_not(base):
+    adapter, make_batch = base
+    policy = _policy(adapter, guidance_mode="fixed", guidance_scale=0.2, guidance_last_k=None)
+    obs = make_batch(2, 0)
+    noise = adapter.sample_noise(2, generator=torch.Generator().manual_seed(1))
+    unguided, target = _unguided_and_target(policy, obs, noise)
+    policy.critic = QuadraticCritic(target, torch.zeros(4))
+    policy.reset()
+    guided = policy.predict_action_chunk(obs, noise=noise)
+    distance = lambda a: (a - target).pow(2).sum().sqrt()  # noqa: E731
+    assert distance(guided) < 0.7 * distance(unguided)
+    # lerobot-eval acts under torch.inference_mode(): the critic's gradient still flows, same chunk.
+    policy.reset()
+    with torch.inference_mode():
+        assert torch.allclose(policy.predict_action_chunk(obs, noise=noise), guided, atol=1e-6)
+    # lambda_base = 0: exactly the base's chunk, and the stats say no guidance happened.
+    policy.config.guidance_scale = 0.0
+    policy.reset()
+    assert torch.equal(policy.predict_action_chunk(obs, noise=noise), unguided)
+    assert policy.last_guidance_stats["lambda"] == 0.0
+
+
+def test_last_k_steps_guidance_moves_less_than_guiding_every_step(diffusion_base):
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    obs = batch_maker(adapter.policy)(2, 0)
+    noise = adapter.sample_noise(2, generator=torch.Generator().manual_seed(2))
+    moved = {}
+    for k in (None, 1):
+        policy = _policy(adapter, guidance_mode="fixed", guidance_scale=0.1, guidance_last_k=k)
+        unguided, target = _unguided_and_target(policy, obs, noise)
+        policy.critic = QuadraticCritic(target, torch.zeros(4))
+        moved[k] = (policy.predict_action_chunk(obs, noise=noise) - unguided).abs().sum()
+    assert 0 < moved[1] < moved[None]
+
+
+@pytest.fixture
+def quadratic_policy(diffusion_base):
+    """A dynamic-mode policy over the tiny diffusion base with a quadratic critic, and its inputs."""
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    policy = _policy(adapter, guidance_scale=0.05, guidance_last_k=2)
+    obs = batch_maker(adapter.policy)(3, 0)
+    noise = adapter.sample_noise(3, generator=torch.Generator().manual_seed(3))
+    _, target = _unguided_and_target(policy, obs, noise)
+    return policy, obs, noise, target
+
+
+def _stats(policy, obs, noise, target, offsets, td_error_ema=0.0):
+    policy.critic = QuadraticCritic(target, offsets)
+    policy.td_error_ema.fill_(td_error_ema)
+    policy.reset()
+    policy.select_action(obs, noise=noise)  # the stats are available after acting
+    return policy.last_guidance_stats
+
+
+def test_dynamic_lambda_equals_lambda_base_when_critics_agree_and_td_error_is_zero(quadratic_policy):
+    policy, obs, noise, target = quadratic_policy
+    stats = _stats(policy, obs, noise, target, torch.zeros(4))
+    assert GUIDANCE_KEYS <= set(stats)
+    assert stats["sigma_q"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["w_local"] == pytest.approx(1.0) and stats["w_global"] == pytest.approx(1.0)
+    assert stats["lambda"] == pytest.approx(0.05) and stats["lambda_base"] == pytest.approx(0.05)
+
+
+def test_dynamic_lambda_falls_when_the_ensemble_disagrees_or_the_td_error_grows(quadratic_policy):
+    policy, obs, noise, target = quadratic_policy
+    offsets = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    sigma = float(offsets.std())
+    disagree = _stats(policy, obs, noise, target, offsets)
+    assert disagree["sigma_q"] == pytest.approx(sigma, rel=1e-4)
+    assert disagree["w_local"] == pytest.approx(torch.exp(torch.tensor(-sigma / 5.0)).item(), rel=1e-4)
+    assert disagree["lambda"] == pytest.approx(0.05 * disagree["w_local"], rel=1e-4) and disagree["lambda"] < 0.05
+    unstable = _stats(policy, obs, noise, target, torch.zeros(4), td_error_ema=50.0)
+    assert unstable["td_error_ema"] == pytest.approx(50.0)
+    assert unstable["w_global"] == pytest.approx(torch.exp(torch.tensor(-0.5)).item(), rel=1e-4)
+    assert unstable["lambda"] == pytest.approx(0.05 * unstable["w_global"], rel=1e-4)
+    # Both together multiply; a hopeless critic is clamped at weight 0.001, not 0.
+    both = _stats(policy, obs, noise, target, offsets, td_error_ema=50.0)
+    assert both["lambda"] == pytest.approx(0.05 * disagree["w_local"] * unstable["w_global"], rel=1e-4)
+    hopeless = _stats(policy, obs, noise, target, offsets * 1000, td_error_ema=1e4)
+    assert hopeless["guidance_weight"] == pytest.approx(0.001) and hopeless["lambda"] == pytest.approx(0.05 * 0.001)
+
+
+def test_fixed_mode_is_vgd_weight_one_whatever_the_critic_and_lambda_ramps_up_over_gradient_steps(quadratic_policy):
+    policy, obs, noise, target = quadratic_policy
+    policy.config.guidance_mode = "fixed"
+    stats = _stats(policy, obs, noise, target, torch.tensor([0.0, 10.0, 20.0, 30.0]), td_error_ema=500.0)
+    assert stats["guidance_weight"] == 1.0 and stats["lambda"] == pytest.approx(0.05)
+    # Warm-up over critic gradient steps: nothing at step 0 (the base's own chunk), half at the midpoint.
+    policy.config.guidance_warmup_steps = 10
+    unguided = policy.adapter.sample(policy._as_history(obs), noise)[:, : policy.config.n_exec]
+    policy.reset()
+    assert torch.equal(policy.predict_action_chunk(obs, noise=noise), unguided)
+    policy.n_updates.fill_(5)
+    stats = _stats(policy, obs, noise, target, torch.zeros(4))
+    assert stats["lambda_base"] == pytest.approx(0.025) and stats["lambda"] == pytest.approx(0.025)
+    policy.n_updates.fill_(50)
+    assert _stats(policy, obs, noise, target, torch.zeros(4))["lambda"] == pytest.approx(0.05)
+
+
+def test_linear_anneal_weights_later_denoising_steps_more(quadratic_policy):
+    policy, obs, noise, target = quadratic_policy
+    policy.config.guidance_mode, policy.config.guidance_anneal, policy.config.guidance_last_k = "fixed", "linear", None
+    n = policy.adapter.num_inference_steps
+    stats = _stats(policy, obs, noise, target, torch.zeros(4))
+    assert stats["lambda"] == pytest.approx(0.05 * sum((i + 1) / n for i in range(n)) / n)
+
+
+# --------------------------------------------------------------------------------- training
+
+
+def test_forward_trains_only_the_critic_and_logs_every_guidance_component(diffusion_base):
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    policy = _policy(adapter, guidance_scale=0.05)
+    obs = batch_maker(adapter.policy)(3, 2)
+    action = policy.predict_action_chunk(obs)
+    batch = _dataset_batch(policy, obs, action, torch.ones(3), ended=torch.tensor([True, False, False]))
+    loss, metrics = policy.forward(batch)
+    assert {"critic_loss", "q_mean", "td_error", "td_target_mean", *GUIDANCE_KEYS} <= set(metrics)
+    assert all(isinstance(v, float) for v in metrics.values())
+    loss.backward()
+    assert all(p.grad is None for p in adapter.parameters())
+    assert all(p.grad is None for p in policy.critic_target.parameters())
+    assert all(p.grad is not None for p in policy.critic.parameters())
+    optimized = {id(p) for g in policy.get_optim_params() for p in g["params"]}
+    assert optimized == {id(p) for p in policy.critic.parameters()}
+    # update(): the TD error average starts at the first step's value, then moves as an EMA.
+    policy.update()
+    assert int(policy.n_updates) == 1 and float(policy.td_error_ema) == pytest.approx(metrics["td_error"], rel=1e-5)
+    _, second = policy.forward(batch)
+    policy.update()
+    expected = 0.95 * metrics["td_error"] + 0.05 * second["td_error"]
+    assert int(policy.n_updates) == 2 and float(policy.td_error_ema) == pytest.approx(expected, rel=1e-5)
+
+
+def test_td_target_clamp_bounds_the_backup(diffusion_base):
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    policy = _policy(adapter, td_target_clamp=2.0)
+    obs = batch_maker(adapter.policy)(2, 4)
+    batch = _dataset_batch(policy, obs, policy.predict_action_chunk(obs), torch.full((2,), 100.0))
+    _, metrics = policy.forward(batch)
+    assert metrics["td_target_mean"] == pytest.approx(2.0)
+
+
+def test_the_registered_rl_algorithm_runs_the_same_loss_and_the_critic_learns(diffusion_base):
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    torch.manual_seed(0)
+    policy = _policy(adapter, critic_lr=3e-3, guidance_scale=0.01, hidden_dims=[64, 64])
+    algorithm = make_algorithm(DynaVGDAlgorithmConfig(policy_config=policy.config, utd_ratio=4), policy)
+    assert type(algorithm).__name__ == "DynaVGDAlgorithm"  # LeRobot's factory builds our type
+    b = 16
+    obs = {k: v.expand(b, *v.shape[1:]) for k, v in batch_maker(adapter.policy)(1, 3).items()}
+
+    def replay():  # one-chunk episodes, reward -|a|^2: the critic only has to fit R(s, a)
+        while True:
+            chunk = policy.adapter.sample(policy._as_history(obs), policy.adapter.sample_noise(b))[:, : policy.config.n_exec]
+            yield {"state": obs, "action": chunk, "reward": -chunk.pow(2).sum((1, 2)), "next_state": obs,
+                   "done": torch.ones(b), "truncated": torch.zeros(b)}
+
+    iterator = replay()
+    stats = [algorithm.update(iterator) for _ in range(20)]
+    assert algorithm.optimization_step == 80 and int(policy.n_updates) == 80
+    assert sum(s.losses["critic_loss"] for s in stats[-4:]) < 0.5 * sum(s.losses["critic_loss"] for s in stats[:4])
+    assert GUIDANCE_KEYS <= set(stats[-1].extra) and float(policy.td_error_ema) > 0
+    # Actors get the critic and the guidance state; the target critics are algorithm state.
+    weights = algorithm.get_weights()
+    assert set(weights) == {"critic", "guidance"}
+    state = {k: v.clone() for k, v in algorithm.state_dict().items()}
+    target = next(iter(policy.critic_target.parameters()))
+    algorithm.load_state_dict({k: torch.zeros_like(v) for k, v in state.items()})
+    assert next(iter(policy.critic_target.parameters())) is target and float(target.abs().sum()) == 0.0
+    algorithm.load_state_dict(state)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+LOAD_AND_ACT = """
+import sys, torch
+torch.set_num_threads(1)  # the same reduction order as the saving process
+import lerobot_steer
+from lerobot_steer.policies.dyna_vgd import DynaVGDPolicy
+path, inputs, out = sys.argv[1:]
+batch = torch.load(inputs)
+policy = DynaVGDPolicy.from_pretrained(path)
+torch.manual_seed(0)
+chunk = policy.predict_action_chunk(batch["obs"])
+torch.save({"chunk": chunk, "stats": policy.last_guidance_stats}, out)
+"""
+
+
+def test_save_then_load_in_a_fresh_process_gives_identical_actions_for_a_fixed_seed(diffusion_base, tmp_path):
+    torch.manual_seed(1)
+    policy = DynaVGDPolicy(DynaVGDConfig(base_policy_path=str(diffusion_base), guidance_scale=0.5, **SMALL))
+    with torch.no_grad():  # a trained-looking state: it must all come back
+        policy.td_error_ema.fill_(20.0)
+        policy.n_updates.fill_(7)
+        for p in policy.critic.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    obs = batch_maker(policy.adapter.policy)(2, 5)
+    policy.reset()
+    torch.manual_seed(0)
+    expected = policy.predict_action_chunk(obs)
+    assert policy.last_guidance_stats["lambda"] > 0
+    policy.save_pretrained(tmp_path / "ckpt")
+    torch.save({"obs": obs}, tmp_path / "in.pt")
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_ACT, str(tmp_path / "ckpt"), str(tmp_path / "in.pt"),
+                             str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt")
+    assert torch.equal(got["chunk"], expected)
+    assert got["stats"] == policy.last_guidance_stats
+
+
+def test_processors_are_the_bases_and_the_card_names_method_and_base(diffusion_base, tmp_path):
+    config = DynaVGDConfig(base_policy_path=str(diffusion_base), **SMALL)
+    pre, post = make_dyna_vgd_pre_post_processors(config, dataset_stats={"action": {"min": torch.zeros(2)}})
+    assert any(type(s).__name__ == "NormalizerProcessorStep" for s in pre.steps)
+    assert any(type(s).__name__ == "UnnormalizerProcessorStep" for s in post.steps)
+    policy = DynaVGDPolicy(config)
+    policy.save_pretrained(tmp_path)
+    assert (tmp_path / "base_policy" / "model.safetensors").is_file()
+    from huggingface_hub import ModelCard
+
+    ModelCard.validate = lambda self, *a, **k: None  # asks the Hub; offline here
+    card = policy.generate_model_card("local/so101", "dyna_vgd", None, None)
+    assert "Dynamic VGD" in card.text and str(diffusion_base) in card.text and "base_policy/" in card.text
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_dataset_without_reward_fails_naming_reward_from_success(diffusion_base):
+    meta = types.SimpleNamespace(features={
+        STATE: {"dtype": "float32", "shape": (4,), "names": None},
+        ENV: {"dtype": "float32", "shape": (3,), "names": None},
+        ACTION: {"dtype": "float32", "shape": (2,), "names": None},
+    })
+    with pytest.raises(ValueError, match="reward_from_success"):
+        DynaVGDPolicy(DynaVGDConfig(base_policy_path=str(diffusion_base), **SMALL), dataset_meta=meta)
+
+
+def test_behaviour_cloned_base_mode_is_refused_as_not_implemented(diffusion_base):
+    config = DynaVGDConfig(base_policy_path=str(diffusion_base), base_mode="bc", **SMALL)
+    with pytest.raises(NotImplementedError, match="base_mode=bc"):
+        config.observation_delta_indices  # noqa: B018  (what lerobot-train asks first)
+    with pytest.raises(NotImplementedError, match="base_policy_path"):
+        DynaVGDPolicy(config)
+    with pytest.raises(ValueError, match="guidance_mode"):
+        DynaVGDConfig(guidance_mode="adaptive")

@@ -479,3 +479,22 @@ def test_critic_gradient_guides_toward_higher_value_without_touching_the_base(ba
     assert critic(guided) > critic(plain)
     assert all(p.grad is None for p in adapter.policy.parameters())
     assert weight.grad is None  # the guide used autograd.grad: nothing accumulated anywhere
+
+
+def test_guides_can_differentiate_under_inference_mode(base):
+    """lerobot-eval acts under torch.inference_mode(); any guide must still get its gradient."""
+    adapter, batch = base.adapter, base.make_batch(2, seed=23)
+    noise = adapter.sample_noise(2)
+    target = torch.full((2, adapter.n_action_steps, adapter.action_dim), 0.5)
+
+    def toward_target(step: DenoiseStep):
+        action = step.estimate.requires_grad_(True)
+        (grad,) = torch.autograd.grad(-((action - target) ** 2).sum(), action)
+        return 0.1 * grad
+
+    adapter.reset()
+    expected = adapter.guided_sample(batch, noise, toward_target, steps=[-1])
+    adapter.reset()
+    with torch.inference_mode():
+        under_eval = adapter.guided_sample(batch, noise, toward_target, steps=[-1])
+    assert torch.allclose(under_eval, expected, atol=1e-6)

@@ -428,8 +428,12 @@ def _chosen(index: int, num_steps: int, steps: Collection[int] | None) -> bool:
 
 
 def _call_guide(guide: Guide, index: int, num_steps: int, estimate: Tensor) -> Tensor | None:
-    """Run the guide with gradients on but cut from the base: only the guide's own graph exists."""
-    with torch.enable_grad():
+    """Run the guide with gradients on but cut from the base: only the guide's own graph exists.
+
+    LeRobot's eval decodes under `torch.inference_mode()`, which `enable_grad` alone does not lift,
+    so the guide runs outside inference mode, on a normal (non-inference) copy of the estimate.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
         delta = guide(DenoiseStep(index=index, num_steps=num_steps, estimate=estimate.detach().clone()))
     if delta is None:
         return None

@@ -122,9 +122,8 @@ class ValueGuide:
         self._count = 0
 
     def __call__(self, step: DenoiseStep) -> Tensor:
-        # lerobot-eval decodes under torch.inference_mode(), which enable_grad alone does not lift:
-        # leave it for the critic's gradient and work on a normal (non-inference) copy of the estimate.
-        with torch.inference_mode(False), torch.enable_grad():
+        # The adapter calls guides with gradients enabled and outside inference mode (denoisers._call_guide).
+        with torch.enable_grad():
             action = step.estimate.clone().requires_grad_(True)
             q = self.critic(action)
             (grad,) = torch.autograd.grad(reduce_q(q, self.q_reduce).sum(), action)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,22 @@ def run_cli(cmd: list, cwd, ok: bool = True) -> subprocess.CompletedProcess:
     if ok:
         assert result.returncode == 0, f"{Path(str(cmd[0])).name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
+
+
+# lerobot-train flags shared by the steering-policy CLI tests (dsrl, dyna_vgd).
+STEERING_TRAIN_ARGS = ["--batch_size=4", "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false"]
+
+
+def train_steering(policy_args: list, dataset_root, base_checkpoint, *extra, cwd, ok: bool = True):
+    """`lerobot-train` a steering policy over `base_checkpoint` on the generated local/so101_state dataset."""
+    return run_cli([BIN / "lerobot-train", *policy_args, *STEERING_TRAIN_ARGS,
+                    f"--policy.base_policy_path={base_checkpoint}", "--dataset.repo_id=local/so101_state",
+                    f"--dataset.root={dataset_root}", *extra], cwd=cwd, ok=ok)
+
+
+def eval_on_sim(checkpoint, output_dir) -> dict:
+    """`lerobot-eval --policy.path=<checkpoint>` alone, one 10-step so101_sim state episode; its eval_info.json."""
+    run_cli([BIN / "lerobot-eval", f"--policy.path={checkpoint}", "--env.type=so101_sim", "--env.obs_type=state",
+             "--env.episode_length=10", "--policy.device=cpu", "--eval.n_episodes=1", "--eval.batch_size=1",
+             "--eval.use_async_envs=false", f"--output_dir={output_dir}"], cwd=output_dir)
+    return json.loads((Path(output_dir) / "eval_info.json").read_text())

@@ -7,6 +7,11 @@ VLA builds need `offline_vla_builds()` active while the policy is constructed.
 
 from __future__ import annotations
 
+import types
+
+import pytest
+import torch
+
 from lerobot_steer.steering.tiny_bases import (
     ACTION,
     CAMERA,
@@ -24,5 +29,53 @@ from lerobot_steer.steering.tiny_bases import (
 
 __all__ = [
     "ACTION", "CAMERA", "ENV", "STATE", "TOKENS", "TOKEN_MASK", "batch_maker", "offline_vla_builds", "save_base",
-    "stats_for", "tiny_diffusion", "tiny_vla",
+    "stats_for", "tiny_diffusion", "tiny_vla", "one_thread", "vla_builds", "diffusion_base", "diffusion_dataset_meta",
+    "tiny_adapter",
 ]
+
+
+# Module-scoped pytest fixtures: a test module that imports one gets its own instance of it.
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine run far faster single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vla_builds(tmp_path_factory):
+    """Let SmolVLA, pi0 and pi05 build tiny with no Hub access, for the whole module (yields `vlm_dir`)."""
+    with offline_vla_builds(tmp_path_factory.mktemp("tiny_smolvlm")) as vlm_dir:
+        yield vlm_dir
+
+
+@pytest.fixture(scope="module")
+def diffusion_base(tmp_path_factory):
+    """A tiny diffusion checkpoint folder (state + env state -> 2-d actions)."""
+    torch.manual_seed(0)
+    return save_base(*tiny_diffusion(), tmp_path_factory.mktemp("diffusion_base"))
+
+
+def tiny_adapter(kind: str, vlm_dir):
+    """(adapter, make_batch) for a tiny "diffusion" (the default `tiny_diffusion`) or VLA base, seeded 0."""
+    from lerobot_steer.steering import BasePolicyAdapter
+
+    torch.manual_seed(0)
+    if kind == "diffusion":
+        policy, pre, post = tiny_diffusion()
+    else:
+        policy, pre, post = tiny_vla(kind, vlm_dir)
+    return BasePolicyAdapter.from_policy(policy, pre, post), batch_maker(policy)
+
+
+def diffusion_dataset_meta() -> types.SimpleNamespace:
+    """Dataset metadata matching `diffusion_base` (state, env state, 2-d action) with no reward feature."""
+    return types.SimpleNamespace(features={
+        STATE: {"dtype": "float32", "shape": (4,), "names": None},
+        ENV: {"dtype": "float32", "shape": (3,), "names": None},
+        ACTION: {"dtype": "float32", "shape": (2,), "names": None},
+    })

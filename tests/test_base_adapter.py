@@ -6,9 +6,7 @@ real DiffusionPolicy, SmolVLAPolicy, PI0Policy and PI05Policy built tiny, offlin
 
 from __future__ import annotations
 
-import json
 import shutil
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,19 @@ import torch
 from safetensors.torch import save_file
 
 from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.policies.factory import make_policy_config, make_pre_post_processors
-from lerobot.processor import make_default_pre_post_processors
+from lerobot.policies.factory import make_policy_config
+from helpers_bases import (  # noqa: F401  (one_thread, vla_builds: pytest fixtures)
+    ACTION,
+    CAMERA,
+    ENV,
+    STATE,
+    batch_maker,
+    one_thread,
+    save_base,
+    tiny_diffusion,
+    tiny_vla,
+    vla_builds,
+)
 from lerobot_steer.steering import (
     BasePolicyAdapter,
     CheckpointError,
@@ -28,75 +37,10 @@ from lerobot_steer.steering import (
     UnsupportedBasePolicyError,
 )
 
-STATE, ENV, CAMERA, ACTION = (
-    "observation.state",
-    "observation.environment_state",
-    "observation.images.front",
-    "action",
-)
-TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"
 BASES = ["diffusion_state", "diffusion_camera", "smolvla", "pi0", "pi05"]
 
 
 # ------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def offline_vla_builds(tmp_path_factory):
-    """Let SmolVLA, pi0 and pi05 build tiny with no Hub access, for the whole module.
-
-    SmolVLA: a tiny SmolVLM config saved locally, and a stand-in for the AutoProcessor it loads only
-    for two image-token ids. pi0/pi05: one-layer 64-wide Gemmas and a one-layer 32-wide vision tower
-    (LeRobot hard-codes the Gemma sizes and the 2048-wide projector; both are shrunk here).
-    """
-    import transformers
-
-    from lerobot.policies.pi0 import modeling_pi0
-    from lerobot.policies.pi05 import modeling_pi05
-    from lerobot.policies.smolvla import smolvlm_with_expert
-
-    vlm_dir = tmp_path_factory.mktemp("tiny_smolvlm")
-    transformers.SmolVLMConfig(
-        text_config=dict(
-            model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=1000,
-        ),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        scale_factor=2,
-    ).save_pretrained(vlm_dir)
-    token_ids = types.SimpleNamespace(fake_image_token_id=998, global_image_token_id=999)
-    stub_processor = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=token_ids))
-
-    def tiny_paligemma(base_cls):
-        class TinyPaliGemma(base_cls):
-            def __init__(self, config):
-                config.text_config.vocab_size = 1000
-                vision = config.vision_config
-                vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers = 32, 64, 1
-                vision.num_attention_heads, vision.patch_size = 2, 14
-                vision.projection_dim = config.text_config.hidden_size
-                super().__init__(config)
-
-        return TinyPaliGemma
-
-    tiny_gemma = modeling_pi0.GemmaConfig(width=64, depth=1, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(smolvlm_with_expert, "AutoProcessor", stub_processor)
-        for module in (modeling_pi0, modeling_pi05):
-            mp.setattr(module, "get_gemma_config", lambda variant: tiny_gemma)
-            mp.setattr(module, "PaliGemmaForConditionalGenerationWithPiGemma",
-                       tiny_paligemma(module.PaliGemmaForConditionalGenerationWithPiGemma))
-        yield vlm_dir
 
 
 @dataclass
@@ -110,73 +54,15 @@ class Base:
     features: dict[str, PolicyFeature]
 
 
-def _stats(features: dict[str, PolicyFeature]) -> dict[str, dict[str, torch.Tensor]]:
-    """Statistics for every normalization mode LeRobot may use (MIN_MAX, MEAN_STD, QUANTILES)."""
-    stats = {}
-    for key, ft in features.items():
-        shape = (ft.shape[0], 1, 1) if ft.type is FeatureType.VISUAL else ft.shape
-        stats[key] = {
-            "min": -torch.ones(shape), "max": torch.ones(shape), "q01": -torch.ones(shape), "q99": torch.ones(shape),
-            "mean": torch.full(shape, 0.1), "std": torch.full(shape, 2.0),
-        }
-    return stats
-
-
 def _diffusion(with_camera: bool):
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-
+    """A tiny DiffusionPolicy left on LeRobot's stochastic DDPM default: the adapter's switch to DDIM is under test."""
     inputs = {STATE: PolicyFeature(FeatureType.STATE, (4,))}
     if with_camera:
         inputs[CAMERA] = PolicyFeature(FeatureType.VISUAL, (3, 32, 32))
     else:
         inputs[ENV] = PolicyFeature(FeatureType.ENV, (3,))
-    config = make_policy_config(
-        "diffusion", device="cpu", n_obs_steps=2, horizon=8, n_action_steps=4, down_dims=(16, 32),
-        kernel_size=3, n_groups=4, diffusion_step_embed_dim=8, pretrained_backbone_weights=None,
-        use_group_norm=True, spatial_softmax_num_keypoints=4,
-        input_features=inputs, output_features={ACTION: PolicyFeature(FeatureType.ACTION, (2,))},
-    )
-    policy = DiffusionPolicy(config)
-    # LeRobot's processor factory for the type, as lerobot-train would build it.
-    processors = make_pre_post_processors(config, dataset_stats=_stats({**inputs, **config.output_features}))
-    return policy, processors
-
-
-def _vla(kind: str, vlm_dir: Path):
-    from lerobot.policies.factory import get_policy_class
-
-    inputs = {STATE: PolicyFeature(FeatureType.STATE, (6,)), CAMERA: PolicyFeature(FeatureType.VISUAL, (3, 32, 32))}
-    outputs = {ACTION: PolicyFeature(FeatureType.ACTION, (6,))}
-    common = dict(device="cpu", chunk_size=8, n_action_steps=4, input_features=inputs, output_features=outputs)
-    if kind == "smolvla":
-        config = make_policy_config("smolvla", vlm_model_name=str(vlm_dir), load_vlm_weights=False, num_vlm_layers=4,
-                                    resize_imgs_with_padding=(64, 64), num_steps=3, **common)
-    else:
-        config = make_policy_config(kind, image_resolution=(28, 28), num_inference_steps=3, **common)
-    policy = get_policy_class(kind)(config)
-    # Their own processor factories need a Hub tokenizer; LeRobot's default pipeline has the same
-    # rename/batch/device/normalize steps, and tests feed language tokens directly.
-    processors = make_default_pre_post_processors(config, dataset_stats=_stats({**inputs, **outputs}))
-    return policy, processors
-
-
-def _batch_maker(policy) -> Callable[[int, int], dict]:
-    config = policy.config
-
-    def make_batch(batch_size: int, seed: int) -> dict:
-        g = torch.Generator().manual_seed(seed)
-        batch = {}
-        for key, ft in config.input_features.items():
-            if ft.type is FeatureType.VISUAL:
-                batch[key] = torch.rand(batch_size, *ft.shape, generator=g)
-            else:
-                batch[key] = torch.randn(batch_size, *ft.shape, generator=g)
-        if config.type != "diffusion":
-            batch[TOKENS] = torch.randint(0, 900, (batch_size, 5), generator=g)
-            batch[TOKEN_MASK] = torch.ones(batch_size, 5, dtype=torch.bool)
-        return batch
-
-    return make_batch
+    policy, pre, post = tiny_diffusion(inputs, noise_scheduler_type="DDPM", num_inference_steps=None)
+    return policy, (pre, post)
 
 
 def _build(name: str, vlm_dir: Path, tmp_path_factory) -> Base:
@@ -184,26 +70,23 @@ def _build(name: str, vlm_dir: Path, tmp_path_factory) -> Base:
     if name.startswith("diffusion"):
         policy, (pre, post) = _diffusion(with_camera=name == "diffusion_camera")
     else:
-        policy, (pre, post) = _vla(name, vlm_dir)
-    checkpoint = tmp_path_factory.mktemp(name)
-    policy.save_pretrained(checkpoint)
-    pre.save_pretrained(checkpoint)
-    post.save_pretrained(checkpoint)
+        policy, pre, post = tiny_vla(name, vlm_dir)
+    checkpoint = save_base(policy, pre, post, tmp_path_factory.mktemp(name))
     features = {**policy.config.input_features, **policy.config.output_features}
     adapter = BasePolicyAdapter.from_policy(policy, pre, post)
-    return Base(name, adapter, checkpoint, _batch_maker(policy), dict(features))
+    return Base(name, adapter, checkpoint, batch_maker(policy), dict(features))
 
 
 @pytest.fixture(scope="module", params=BASES)
-def base(request, offline_vla_builds, tmp_path_factory) -> Base:
+def base(request, vla_builds, tmp_path_factory) -> Base:
     """Each base is built once per module (pytest groups the tests by parameter)."""
-    return _build(request.param, offline_vla_builds, tmp_path_factory)
+    return _build(request.param, vla_builds, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def camera_base(offline_vla_builds, tmp_path_factory) -> Base:
+def camera_base(vla_builds, tmp_path_factory) -> Base:
     """A diffusion base with a camera, for behaviours that one base covers."""
-    return _build("diffusion_camera", offline_vla_builds, tmp_path_factory)
+    return _build("diffusion_camera", vla_builds, tmp_path_factory)
 
 
 # ------------------------------------------------------------------------- noise in, chunk out

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_helpers import BIN, run_cli
+from cli_helpers import BIN, eval_on_sim, run_cli, train_steering
 
 TINY_DSRL = [
     "--policy.type=dsrl", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.hidden_dims=[32,32]",
 ]
-COMMON = ["--batch_size=4", "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false"]
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +23,8 @@ def base_checkpoint(state_checkpoint):
 def dsrl_run(state_dataset, base_checkpoint, tmp_path_factory):
     root, _ = state_dataset
     out = tmp_path_factory.mktemp("dsrl") / "run"
-    result = run_cli([str(BIN / "lerobot-train"), *TINY_DSRL, *COMMON, f"--policy.base_policy_path={base_checkpoint}",
-                   "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--steps=4", "--save_freq=2",
-                   "--log_freq=1", f"--output_dir={out}"], cwd=out.parent)
+    result = train_steering(TINY_DSRL, root, base_checkpoint, "--steps=4", "--save_freq=2", "--log_freq=1",
+                            f"--output_dir={out}", cwd=out.parent)
     return out, result
 
 
@@ -53,10 +51,7 @@ def test_lerobot_train_runs_offline_dsrl_na_and_saves_a_self_contained_checkpoin
 def test_lerobot_eval_runs_the_checkpoint_from_policy_path_alone(dsrl_run, tmp_path):
     out, _ = dsrl_run
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
-    run_cli([str(BIN / "lerobot-eval"), f"--policy.path={ckpt}", "--env.type=so101_sim", "--env.obs_type=state",
-          "--env.episode_length=10", "--policy.device=cpu", "--eval.n_episodes=1", "--eval.batch_size=1",
-          "--eval.use_async_envs=false", f"--output_dir={tmp_path}"], cwd=tmp_path)
-    info = json.loads((tmp_path / "eval_info.json").read_text())
+    info = eval_on_sim(ckpt, tmp_path)
     assert info["overall"]["n_episodes"] == 1
 
 
@@ -72,8 +67,7 @@ def test_lerobot_train_resumes_from_the_checkpoint(dsrl_run):
 def test_missing_base_checkpoint_fails_naming_the_path(state_dataset, tmp_path):
     root, _ = state_dataset
     missing = tmp_path / "no_such_base"
-    result = run_cli([str(BIN / "lerobot-train"), *TINY_DSRL, *COMMON, f"--policy.base_policy_path={missing}",
-                   "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--steps=1",
-                   f"--output_dir={tmp_path / 'run'}"], cwd=tmp_path, ok=False)
+    result = train_steering(TINY_DSRL, root, missing, "--steps=1", f"--output_dir={tmp_path / 'run'}", cwd=tmp_path,
+                            ok=False)
     assert result.returncode != 0
     assert str(missing) in result.stderr + result.stdout

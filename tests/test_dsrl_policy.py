@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_bases import ACTION, ENV, STATE, batch_maker, offline_vla_builds, save_base, tiny_diffusion, tiny_vla
+from helpers_bases import (  # noqa: F401  (one_thread, vla_builds, diffusion_base: pytest fixtures)
+    ACTION,
+    ENV,
+    STATE,
+    batch_maker,
+    diffusion_base,
+    diffusion_dataset_meta,
+    one_thread,
+    tiny_adapter,
+    vla_builds,
+)
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.rl.algorithms.factory import make_algorithm
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy, make_dsrl_pre_post_processors
@@ -23,36 +33,10 @@ BASES = ["diffusion", "smolvla", "pi0", "pi05"]
 SMALL = dict(device="cpu", hidden_dims=[32, 32])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def vla_builds(tmp_path_factory):
-    with offline_vla_builds(tmp_path_factory.mktemp("tiny_smolvlm")) as vlm_dir:
-        yield vlm_dir
-
-
-@pytest.fixture(scope="module")
-def diffusion_base(tmp_path_factory):
-    """A tiny diffusion checkpoint folder (state + env state -> 2-d actions)."""
-    torch.manual_seed(0)
-    return save_base(*tiny_diffusion(), tmp_path_factory.mktemp("diffusion_base"))
-
-
 @pytest.fixture(scope="module", params=BASES)
 def base(request, vla_builds):
     """(adapter, make_batch) for each base family."""
-    torch.manual_seed(0)
-    if request.param == "diffusion":
-        policy, pre, post = tiny_diffusion()
-    else:
-        policy, pre, post = tiny_vla(request.param, vla_builds)
-    return BasePolicyAdapter.from_policy(policy, pre, post), batch_maker(policy)
+    return tiny_adapter(request.param, vla_builds)
 
 
 def _dsrl(adapter, **overrides) -> DSRLPolicy:
@@ -274,11 +258,7 @@ def test_hub_upload_contains_the_base_and_a_card_naming_it(diffusion_base, tmp_p
 
 
 def test_dataset_without_reward_fails_naming_the_options(diffusion_base):
-    meta = types.SimpleNamespace(features={
-        STATE: {"dtype": "float32", "shape": (4,), "names": None},
-        ENV: {"dtype": "float32", "shape": (3,), "names": None},
-        ACTION: {"dtype": "float32", "shape": (2,), "names": None},
-    })
+    meta = diffusion_dataset_meta()
     with pytest.raises(ValueError, match="reward_from_success"):
         DSRLPolicy(DSRLConfig(base_policy_path=str(diffusion_base), **SMALL), dataset_meta=meta)
     # With the option, it builds, and the reward is 1 at the end of a successful episode.

@@ -3,34 +3,20 @@ dataset with rewards) and lerobot-eval with `--policy.path` alone on the so101_s
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from cli_helpers import eval_on_sim, train_steering
 
-BIN = Path(sys.executable).parent
 TINY_DYNA_VGD = [
     "--policy.type=dyna_vgd", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.hidden_dims=[32,32]",
 ]
-COMMON = ["--batch_size=4", "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false"]
-
-
-def _run(cmd, cwd, ok=True):
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
-    if ok:
-        assert result.returncode == 0, f"{cmd[:2]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")
 def dyna_vgd_run(state_dataset, state_checkpoint, tmp_path_factory):
     root, _ = state_dataset
     out = tmp_path_factory.mktemp("dyna_vgd") / "run"
-    result = _run([str(BIN / "lerobot-train"), *TINY_DYNA_VGD, *COMMON, f"--policy.base_policy_path={state_checkpoint}",
-                   "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--steps=3", "--save_freq=3",
-                   "--log_freq=1", f"--output_dir={out}"], cwd=out.parent)
+    result = train_steering(TINY_DYNA_VGD, root, state_checkpoint, "--steps=3", "--save_freq=3", "--log_freq=1",
+                            f"--output_dir={out}", cwd=out.parent)
     return out, result
 
 
@@ -55,17 +41,13 @@ def test_lerobot_train_trains_the_critics_and_logs_the_guidance_components(dyna_
 def test_lerobot_eval_runs_the_checkpoint_from_policy_path_alone(dyna_vgd_run, tmp_path):
     out, _ = dyna_vgd_run
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
-    _run([str(BIN / "lerobot-eval"), f"--policy.path={ckpt}", "--env.type=so101_sim", "--env.obs_type=state",
-          "--env.episode_length=10", "--policy.device=cpu", "--eval.n_episodes=1", "--eval.batch_size=1",
-          "--eval.use_async_envs=false", f"--output_dir={tmp_path}"], cwd=tmp_path)
-    info = json.loads((tmp_path / "eval_info.json").read_text())
+    info = eval_on_sim(ckpt, tmp_path)
     assert info["overall"]["n_episodes"] == 1
 
 
 def test_bc_base_mode_fails_early_naming_the_working_alternative(state_dataset, state_checkpoint, tmp_path):
     root, _ = state_dataset
-    result = _run([str(BIN / "lerobot-train"), *TINY_DYNA_VGD, *COMMON, "--policy.base_mode=bc",
-                   f"--policy.base_policy_path={state_checkpoint}", "--dataset.repo_id=local/so101_state",
-                   f"--dataset.root={root}", "--steps=1", f"--output_dir={tmp_path / 'run'}"], cwd=tmp_path, ok=False)
+    result = train_steering(TINY_DYNA_VGD, root, state_checkpoint, "--policy.base_mode=bc", "--steps=1",
+                            f"--output_dir={tmp_path / 'run'}", cwd=tmp_path, ok=False)
     assert result.returncode != 0
     assert "base_mode=bc" in result.stderr + result.stdout

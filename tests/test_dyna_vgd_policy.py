@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
 from torch import nn
 
-from helpers_bases import ACTION, ENV, STATE, batch_maker, offline_vla_builds, save_base, tiny_diffusion, tiny_vla
+from helpers_bases import (  # noqa: F401  (one_thread, vla_builds, diffusion_base: pytest fixtures)
+    batch_maker,
+    diffusion_base,
+    diffusion_dataset_meta,
+    one_thread,
+    tiny_adapter,
+    vla_builds,
+)
 from lerobot.rl.algorithms.factory import make_algorithm
 from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy, make_dyna_vgd_pre_post_processors
 from lerobot_steer.rl.dyna_vgd_algorithm import DynaVGDAlgorithmConfig
@@ -23,36 +29,10 @@ SMALL = dict(device="cpu", hidden_dims=[32, 32])
 GUIDANCE_KEYS = {"lambda", "lambda_base", "w_local", "w_global", "guidance_weight", "sigma_q", "td_error_ema"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def diffusion_base(tmp_path_factory):
-    """A tiny diffusion checkpoint folder (state + env state -> 2-d actions)."""
-    torch.manual_seed(0)
-    return save_base(*tiny_diffusion(), tmp_path_factory.mktemp("diffusion_base"))
-
-
-@pytest.fixture(scope="module")
-def vla_builds(tmp_path_factory):
-    with offline_vla_builds(tmp_path_factory.mktemp("tiny_smolvlm")) as vlm_dir:
-        yield vlm_dir
-
-
 @pytest.fixture(scope="module", params=["diffusion", "smolvla", "pi0"])
 def base(request, vla_builds):
     """(adapter, make_batch) for the DDIM path and the flow-matching path (smolvla, pi0)."""
-    torch.manual_seed(0)
-    if request.param == "diffusion":
-        policy, pre, post = tiny_diffusion()
-    else:
-        policy, pre, post = tiny_vla(request.param, vla_builds)
-    return BasePolicyAdapter.from_policy(policy, pre, post), batch_maker(policy)
+    return tiny_adapter(request.param, vla_builds)
 
 
 class QuadraticCritic(nn.Module):
@@ -314,11 +294,7 @@ def test_processors_are_the_bases_and_the_card_names_method_and_base(diffusion_b
 
 
 def test_dataset_without_reward_fails_naming_reward_from_success(diffusion_base):
-    meta = types.SimpleNamespace(features={
-        STATE: {"dtype": "float32", "shape": (4,), "names": None},
-        ENV: {"dtype": "float32", "shape": (3,), "names": None},
-        ACTION: {"dtype": "float32", "shape": (2,), "names": None},
-    })
+    meta = diffusion_dataset_meta()
     with pytest.raises(ValueError, match="reward_from_success"):
         DynaVGDPolicy(DynaVGDConfig(base_policy_path=str(diffusion_base), **SMALL), dataset_meta=meta)
 

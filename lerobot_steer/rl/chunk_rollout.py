@@ -136,8 +136,16 @@ class ChunkCollector:
         self._episode_length[:] = 0
         return self.obs
 
-    def collect(self, policy: ChunkPolicy) -> tuple[ChunkBatch, list[EpisodeStats]]:
-        """Ask `policy` for one chunk per env, run it, return the transitions and finished episodes."""
+    def collect(
+        self, policy: ChunkPolicy, observe: Callable[[Observation], None] | None = None
+    ) -> tuple[ChunkBatch, list[EpisodeStats]]:
+        """Ask `policy` for one chunk per env, run it, return the transitions and finished episodes.
+
+        `observe(obs)` sees the observation after every executed step but the chunk's last (which
+        the next `policy` call sees): a policy with observation history (diffusion's n_obs_steps)
+        keeps it current between chunks, as `select_action` does step by step. Envs whose episode
+        ended are flagged in `episode_start` afterwards, so the policy can forget their history.
+        """
         if self.obs is None:
             self.reset()
         obs = self.obs
@@ -156,6 +164,8 @@ class ChunkCollector:
         episodes: list[EpisodeStats] = []
 
         for t in range(k):
+            if t > 0 and observe is not None:
+                observe(step_obs)
             step_obs, r, term, trunc, info = self.envs.step(chunk[:, t])
             r = np.asarray(r, dtype=np.float64)
             reward[active] += r[active]
@@ -186,6 +196,39 @@ class ChunkCollector:
             terminated=terminated, truncated=truncated, extras={key: to_numpy(v) for key, v in extras.items()},
         )
         return batch, episodes
+
+    # -------------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the next chunk depends on: the current observations, the per-env episode counters
+        and, for envs exposing a `sim_state` property (the SO-101 sim), each env's simulator state.
+        Observations/counters are numpy arrays; `sim_states` is JSON-able (None if not supported)."""
+        if self.obs is None:
+            self.reset()
+        try:
+            sim_states = list(self.envs.get_attr("sim_state"))
+        except AttributeError:
+            sim_states = None
+        return {
+            "obs": _copy(self.obs), "episode_start": self.episode_start.copy(),
+            "episode_return": self._episode_return.copy(), "episode_length": self._episode_length.copy(),
+            "sim_states": sim_states,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put every env back where `state_dict()` found it (falls back to a fresh reset of the
+        episodes when the envs have no `sim_state`: the run goes on, the episodes restart)."""
+        if state.get("sim_states") is None:
+            self.reset()
+            return
+        if len(state["sim_states"]) != self.num_envs:
+            raise ValueError(f"saved state has {len(state['sim_states'])} envs, this collector {self.num_envs}: resume with the same --n_envs")
+        self.envs.reset()  # start the vector env's own bookkeeping, then overwrite each sim
+        self.envs.set_attr("sim_state", list(state["sim_states"]))
+        self.obs = _copy(state["obs"])
+        self.episode_start = np.asarray(state["episode_start"], dtype=bool).copy()
+        self._episode_return = np.asarray(state["episode_return"], dtype=np.float64).copy()
+        self._episode_length = np.asarray(state["episode_length"], dtype=np.int64).copy()
 
     def _finish_episode(self, i: int, final_info: Mapping[str, Any], terminated: bool, truncated: bool) -> EpisodeStats:
         stats = EpisodeStats(

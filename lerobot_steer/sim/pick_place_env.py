@@ -268,6 +268,41 @@ class SO101PickPlaceEnv(gym.Env):
                 r.close()
         self._obs_renderer = self._video_renderer = None
 
+    # ---------------------------------------------------------------- snapshots
+    @property
+    def sim_state(self) -> dict:
+        """Everything the next steps depend on, as JSON-able Python values: MuJoCo's integration
+        state (positions, velocities, controls, solver warm start, time), the bowl placement (a
+        model field that reset moves), the episode's task flags and the env's random generator.
+
+        A property so that vector envs reach it with `get_attr` / `set_attr` (sync and async alike):
+        online training checkpoints it and a resumed run continues the interrupted episodes exactly.
+        """
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, physics, spec)
+        return {
+            "physics": physics.tolist(),
+            "bowl_pos": self.bowl_position().tolist(),
+            "step_count": self._step_count,
+            "was_lifted": self._was_lifted,
+            "release_outcome": self._release_outcome,
+            "success_seen": self._success_seen,
+            "n_clipped": self._n_clipped,
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    @sim_state.setter
+    def sim_state(self, state: dict) -> None:
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        self.model.body_pos[self._bowl_body] = state["bowl_pos"]
+        mujoco.mj_setState(self.model, self.data, np.asarray(state["physics"], dtype=np.float64), spec)
+        mujoco.mj_forward(self.model, self.data)
+        self._step_count, self._was_lifted = int(state["step_count"]), bool(state["was_lifted"])
+        self._release_outcome, self._success_seen = state["release_outcome"], bool(state["success_seen"])
+        self._n_clipped = int(state["n_clipped"])
+        self.np_random.bit_generator.state = state["np_random"]
+
     # ---------------------------------------------------------------- task state
     def joint_positions(self) -> np.ndarray:
         """Current joint positions in LeRobot units."""

@@ -246,6 +246,13 @@ class BasePolicyAdapter(nn.Module):
         """Forget the observation history of all environments, or of those where `done` is True."""
         self._history.reset(done)
 
+    def history_state(self) -> dict[str, Tensor]:
+        """The per-environment observation history as tensors (checkpoints of online runs)."""
+        return self._history.state_dict()
+
+    def load_history_state(self, state: dict[str, Tensor]) -> None:
+        self._history.load_state_dict(state)
+
     def train(self, mode: bool = True) -> BasePolicyAdapter:
         super().train(mode)
         self.policy.eval()  # frozen: eval-mode behaviour is part of the noise -> chunk map

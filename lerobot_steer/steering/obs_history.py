@@ -109,5 +109,19 @@ class ObservationHistory:
         self._fresh = torch.zeros(batch_size, dtype=torch.bool)
         return out
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The remembered frames and fresh flags as flat tensors (for checkpoints of online runs)."""
+        if not self._frames:
+            return {}
+        return {**{f"frames.{k}": v.detach().cpu() for k, v in self._frames.items()}, "fresh": self._fresh.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore `state_dict()`; an empty dict forgets everything (as `reset()`)."""
+        if not state:
+            self.reset()
+            return
+        self._frames = {k.removeprefix("frames."): v.clone() for k, v in state.items() if k.startswith("frames.")}
+        self._fresh = state["fresh"].clone().bool()
+
     def _batch_size(self) -> int:
         return next(iter(self._frames.values())).shape[0]

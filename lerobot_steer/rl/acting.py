@@ -1,0 +1,87 @@
+"""The acting side of online training: env observations -> one action chunk per env.
+
+`SteeringActor` turns a batched gym observation into the policy's input exactly as lerobot-eval
+does (`preprocess_observation`, env processors, the policy's preprocessor), decodes one chunk per
+env with the frozen base, and returns it in env units for `ChunkCollector`, plus what the learner
+stores: the normalized executed chunk (the critics' input) and, for DSRL, the actor-space noise.
+
+Three ways to pick the noise (`mode`):
+* "prior": w ~ N(0, I), the distribution the base was trained to denoise (prefill);
+* "explore": the policy as it trains (DSRL: a sample of the noise actor; VGD: guided decode);
+* "greedy": DSRL's mean noise (VGD decodes as in "explore"; its noise is always N(0, I)).
+
+The base's observation history (diffusion `n_obs_steps`) is kept per env: `observe` is called on
+the steps between chunks, `episodes_ended` forgets the envs whose episode ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lerobot.envs.utils import preprocess_observation
+from lerobot.utils.constants import ACTION
+
+from lerobot_steer.policies.common.frozen_base import observations
+
+MODES = ("prior", "explore", "greedy")
+
+
+class SteeringActor:
+    """Acts with a `dsrl` / `dyna_vgd` policy on a vector env (see module docstring)."""
+
+    def __init__(self, policy, preprocessor, postprocessor, env_preprocessor=None, env_postprocessor=None,
+                 task: str | None = None):
+        self.policy = policy
+        self.preprocessor, self.postprocessor = preprocessor, postprocessor
+        self.env_preprocessor = env_preprocessor or (lambda x: x)
+        self.env_postprocessor = env_postprocessor or (lambda x: x)
+        self.task = task
+        self.mode = "prior"
+        self.last_stats: dict[str, float] = {}
+
+    def policy_batch(self, raw_obs: dict[str, Any]) -> dict[str, Any]:
+        """Batched gym observation -> the policy's normalized input batch."""
+        batch = preprocess_observation(raw_obs)
+        if self.task is not None:
+            batch["task"] = [self.task] * next(iter(observations(batch).values())).shape[0]
+        return self.preprocessor(self.env_preprocessor(batch))
+
+    def observe(self, raw_obs: dict[str, Any]) -> None:
+        """A step between two chunks: keep the base's observation history current."""
+        self.policy.adapter.observe(observations(self.policy_batch(raw_obs)))
+
+    def episodes_ended(self, ended: np.ndarray) -> None:
+        """The next observation of these envs starts an episode: refill their whole history."""
+        if ended.any():
+            self.policy.adapter.reset(torch.as_tensor(ended, dtype=torch.bool))
+
+    @torch.no_grad()
+    def __call__(self, raw_obs: dict[str, Any]) -> tuple[np.ndarray, dict[str, Tensor]]:
+        """One chunk per env in env units, and the extras the replay buffer keeps."""
+        batch = self.policy_batch(raw_obs)
+        obs = observations(batch)
+        chunk, extras = self._decode(batch, obs)
+        chunk = chunk[:, : self.policy.config.n_exec]
+        extras["policy_action"] = chunk.detach().cpu()
+        env_chunk = self.env_postprocessor({ACTION: self.postprocessor(chunk)})[ACTION]
+        return env_chunk.detach().cpu().numpy(), extras
+
+    def _decode(self, batch: dict, obs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        policy, adapter = self.policy, self.policy.adapter
+        b = next(iter(obs.values())).shape[0]
+        is_dsrl = policy.name == "dsrl"
+        if self.mode == "prior":
+            if is_dsrl:
+                w = policy.prior_noise(b)
+                return adapter.sample(obs, policy.base_noise(w)), {"noise": w.cpu()}
+            return adapter.sample(obs, adapter.sample_noise(b)), {}
+        if is_dsrl:
+            w = policy.actor(obs, deterministic=self.mode == "greedy").action
+            return adapter.sample(obs, policy.base_noise(w)), {"noise": w.cpu()}
+        chunk = policy.predict_action_chunk(batch)
+        self.last_stats = dict(policy.last_guidance_stats)
+        return chunk, {}

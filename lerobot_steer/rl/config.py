@@ -1,0 +1,129 @@
+"""`lerobot-steer-rl` configuration: one typed dataclass, parsed by draccus as LeRobot's CLIs are.
+
+    lerobot-steer-rl --policy.type=dsrl --policy.base_policy_path=<diffusion checkpoint> \
+        --env.type=so101_sim --env.obs_type=state --n_envs=8 --steps=20000 --output_dir=outputs/rl/dsrl
+
+`--policy.path=<checkpoint>` continues from a trained steering checkpoint (fresh counters and
+buffer); `--resume=true --output_dir=<run>` continues an interrupted run exactly where its last
+checkpoint left it (weights, optimizers, buffer, env states, RNG, counters).
+"""
+
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lerobot.configs import parser
+from lerobot.configs.default import WandBConfig
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.envs.configs import EnvConfig
+from lerobot.rl.algorithms.configs import RLAlgorithmConfig
+
+from lerobot_steer.sim.env_config import SO101SimEnvConfig
+
+TRAIN_CONFIG_NAME = "train_config.json"
+STEERING_TYPES = ("dsrl", "dyna_vgd")
+
+
+def _state_sim() -> SO101SimEnvConfig:
+    return SO101SimEnvConfig(obs_type="state")
+
+
+@dataclass
+class OnlineEvalConfig:
+    """Periodic evaluation on fresh envs (seeds `seed`, `seed + 1`, ... every time, so the curve
+    compares like with like). freq: env steps between evaluations (0: only at the end)."""
+
+    freq: int = 5000
+    n_episodes: int = 10
+    batch_size: int = 10
+    seed: int = 100_000
+    use_async_envs: bool = False
+    deterministic: bool = True  # dsrl: act with the actor's mean noise
+
+
+@dataclass
+class SteerRLConfig:
+    """Online chunk-level RL of a steering policy in a vectorized sim.
+
+    policy: `--policy.type=dsrl|dyna_vgd` with `--policy.base_policy_path=...` (fresh), or
+        `--policy.path=<checkpoint>` (continue from trained weights).
+    algorithm: `--algorithm.type=<same as the policy>` and its options (default: the policy's type
+        with its defaults). One `update()` of the algorithm is `algorithm.utd_ratio` gradient steps.
+    env: the sim (`--env.type=so101_sim` and its options).
+    n_envs / async_envs: vectorized envs; async runs each in its own process (worth it once the
+        physics or rendering of one step costs more than the inter-process round trip).
+    steps: env steps in total (all envs together). prefill_steps: env steps acting with the base
+        on N(0, I) noise before the first update (the prior the base was trained on).
+    utd_ratio: gradient steps per collected chunk transition (one transition = one executed chunk
+        of one env).
+    batch_size / buffer_capacity: replay batch size and capacity (in chunk transitions).
+    save_freq / log_freq: in env steps. Checkpoints land in `output_dir/checkpoints/<env step>/`.
+    """
+
+    policy: PreTrainedConfig | None = None
+    algorithm: RLAlgorithmConfig | None = None
+    env: EnvConfig = field(default_factory=_state_sim)
+    n_envs: int = 8
+    async_envs: bool = False
+    steps: int = 20_000
+    prefill_steps: int = 2_000
+    utd_ratio: float = 0.5
+    batch_size: int = 256
+    buffer_capacity: int = 100_000
+    eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
+    save_freq: int = 5_000
+    log_freq: int = 1_000
+    seed: int = 1000
+    output_dir: Path | None = None
+    job_name: str | None = None
+    resume: bool = False
+    progress: bool = True
+    wandb: WandBConfig = field(default_factory=WandBConfig)
+
+    def validate(self) -> None:
+        """Resolve `--policy.path`, check the numbers, pick the output folder. Errors name the flag."""
+        policy_path = parser.get_path_arg("policy")
+        if policy_path:
+            overrides = parser.get_cli_overrides("policy") or []
+            self.policy = PreTrainedConfig.from_pretrained(policy_path, cli_overrides=overrides)
+            self.policy.pretrained_path = Path(policy_path)
+        if self.policy is None:
+            raise ValueError(
+                "no policy: pass --policy.type=dsrl (or dyna_vgd) --policy.base_policy_path=<base checkpoint>, "
+                "or --policy.path=<a dsrl/dyna_vgd checkpoint> to continue from it"
+            )
+        if self.policy.type not in STEERING_TYPES:
+            raise ValueError(
+                f"--policy.type={self.policy.type}: lerobot-steer-rl fine-tunes {STEERING_TYPES}; to fine-tune a "
+                f"{self.policy.type} policy, steer it: --policy.type=dsrl --policy.base_policy_path=<its checkpoint>"
+            )
+        if self.algorithm is None:
+            self.algorithm = RLAlgorithmConfig.get_choice_class(self.policy.type)()
+        elif self.algorithm.type != self.policy.type:
+            raise ValueError(f"--algorithm.type={self.algorithm.type} does not train a {self.policy.type} policy: "
+                             f"use --algorithm.type={self.policy.type}")
+        for name in ("n_envs", "steps", "batch_size", "buffer_capacity"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.utd_ratio <= 0:
+            raise ValueError(f"--utd_ratio must be > 0 (gradient steps per chunk transition), got {self.utd_ratio}")
+        if self.prefill_steps < 0:
+            raise ValueError(f"--prefill_steps must be >= 0, got {self.prefill_steps}")
+        if not self.job_name:
+            self.job_name = f"{self.env.type}_{self.policy.type}"
+        if self.output_dir is None:
+            if self.resume:
+                raise ValueError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
+            now = dt.datetime.now()
+            self.output_dir = Path("outputs/rl") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}_{self.job_name}"
+        self.output_dir = Path(self.output_dir)
+        if not self.resume and (self.output_dir / "checkpoints").exists():
+            raise FileExistsError(
+                f"{self.output_dir} already holds a run: continue it with --resume=true, or pick another --output_dir"
+            )
+
+    @classmethod
+    def __get_path_fields__(cls) -> list[str]:
+        """`--policy.path` is resolved in validate() (LeRobot's parser filters it out first)."""
+        return ["policy"]

@@ -1,0 +1,272 @@
+"""`lerobot-steer-rl`: online fine-tuning of a `dsrl` / `dyna_vgd` policy in a vectorized sim.
+
+One readable loop, in the spirit of CleanRL:
+
+    prefill (base on N(0, I) noise) -> repeat: collect one chunk per env -> store -> `utd_ratio`
+    gradient steps per stored chunk -> log / evaluate / checkpoint
+
+LeRobot 0.6.1 parts used as they are: the policy types and their processors (`make_policy`,
+`make_pre_post_processors`), the env (`EnvConfig.create_envs`, `preprocess_observation`, env
+processors), the `RLAlgorithm` contract and `make_algorithm`, `RLTrainer` (which draws batches through
+the algorithm's data iterator and normalizes observations with the policy's preprocessor),
+`OnlineOfflineMixer`, the learner's checkpoint layout, optimizer and RNG state I/O. Replaced, because
+LeRobot's actor/learner are single-step, single-env and SAC-shaped: the chunk-level collector
+(`chunk_rollout.py`), the uint8 chunk buffer (`replay_buffer.py`), the acting side (`acting.py`) and
+the exact-resume checkpoints (`checkpoint.py`). Run `lerobot-steer-rl --help` for every flag.
+"""
+
+
+import logging
+import math
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import draccus
+import torch
+from tqdm.auto import tqdm
+
+from lerobot.configs import parser
+from lerobot.envs.factory import make_env_pre_post_processors
+from lerobot.policies.factory import make_policy, make_pre_post_processors
+from lerobot.rl.algorithms.factory import make_algorithm
+from lerobot.rl.data_sources import OnlineOfflineMixer
+from lerobot.rl.trainer import RLTrainer
+from lerobot.utils.random_utils import set_seed
+
+from lerobot_steer.evaluation.checks import check_policy_matches_env
+from lerobot_steer.evaluation.rollout import PolicyUnderTest, run_episodes
+from lerobot_steer.evaluation.stats import summarize
+
+from .acting import SteeringActor
+from .checkpoint import TRAIN_CONFIG_NAME, last_checkpoint, load_training_state, save_checkpoint, save_config
+from .chunk_rollout import ChunkCollector
+from .config import SteerRLConfig
+from .metrics_log import MetricsLog, console_line
+from .replay_buffer import ChunkReplayBuffer
+
+logger = logging.getLogger("lerobot_steer.rl")
+
+CONSOLE_KEYS = ("env_steps", "updates", "episodes", "train/success_rate", "train/episode_return", "critic_loss",
+                "actor_loss", "alpha", "lambda", "w_local", "w_global", "env_steps_per_s")
+
+
+@dataclass
+class Timers:
+    """Wall time spent in each part of the loop, for the throughput breakdown."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {"physics": 0.0, "inference": 0.0, "updates": 0.0, "other": 0.0})
+
+    @contextmanager
+    def time(self, part: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - t0
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.seconds.values()) or 1.0
+        return {f"time_share/{k}": v / total for k, v in self.seconds.items()}
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    return every > 0 and after // every > before // every
+
+
+def build(cfg: SteerRLConfig):
+    """Policy, processors, envs, algorithm and buffer of a run (fresh, from --policy.path, or resumed)."""
+    env_cfg = cfg.env
+    if cfg.policy.pretrained_path is not None:
+        check_policy_matches_env(cfg.policy, env_cfg, label=str(cfg.policy.pretrained_path))
+    policy = make_policy(cfg.policy, env_cfg=env_cfg)
+    pretrained = str(cfg.policy.pretrained_path) if cfg.policy.pretrained_path is not None else None
+    preprocessor, postprocessor = make_pre_post_processors(
+        policy_cfg=policy.config, pretrained_path=pretrained,
+        preprocessor_overrides={"device_processor": {"device": str(policy.config.device)}},
+    )
+    env_pre, env_post = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=policy.config)
+    envs = env_cfg.create_envs(n_envs=cfg.n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
+    cfg.algorithm.policy_config = policy.config
+    algorithm = make_algorithm(cfg.algorithm, policy)
+    buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=policy.config.device, seed=cfg.seed)
+    trainer = RLTrainer(algorithm, OnlineOfflineMixer(buffer, None, online_ratio=1.0), cfg.batch_size,
+                        preprocessor=preprocessor)
+    task = getattr(env_cfg, "task_description", None)
+    actor = SteeringActor(policy, preprocessor, postprocessor, env_pre, env_post, task=task)
+    return policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, buffer, trainer, actor
+
+
+def evaluate(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_pre, env_post) -> dict[str, Any]:
+    """Success rate (Wilson 95 % CI), outcomes and returns on the fixed eval seeds, without disturbing
+    the training envs' observation history or the policy's train mode."""
+    history, was_training = policy.adapter.history_state(), policy.training
+    deterministic = getattr(policy.config, "deterministic_actions", None)
+    if deterministic is not None:
+        policy.config.deterministic_actions = cfg.eval.deterministic
+    policy.eval()
+    try:
+        put = PolicyUnderTest(label=policy.name, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
+                              env_preprocessor=env_pre, env_postprocessor=env_post)
+        seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.n_episodes))
+        results = run_episodes(put, cfg.env, seeds, batch_size=cfg.eval.batch_size,
+                               use_async_envs=cfg.eval.use_async_envs, progress=False)
+    finally:
+        if deterministic is not None:
+            policy.config.deterministic_actions = deterministic
+        policy.reset()
+        policy.adapter.load_history_state(history)
+        policy.train(was_training)
+    summary = summarize(results)
+    row = {"eval/success_rate": summary.success_rate, "eval/ci95_low": summary.ci95[0], "eval/ci95_high": summary.ci95[1],
+           "eval/mean_return": summary.mean_return, "eval/mean_episode_steps": summary.mean_episode_steps,
+           "eval/n_episodes": summary.n_episodes}
+    if summary.mean_steps_to_success is not None:
+        row["eval/mean_steps_to_success"] = summary.mean_steps_to_success
+    row.update({f"eval/outcome/{k}": v for k, v in summary.outcomes.items()})
+    return row
+
+
+def train(cfg: SteerRLConfig) -> dict[str, Any]:
+    """Run (or resume) one online training run; returns the last logged row."""
+    cfg.validate()
+    set_seed(cfg.seed)
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = last_checkpoint(cfg.output_dir) if cfg.resume else None
+    if resume_from is not None:
+        cfg.policy.pretrained_path = resume_from / "pretrained_model"
+    (policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, buffer, trainer,
+     actor) = build(cfg)
+    save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
+    collector = ChunkCollector(envs)
+
+    counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0}
+    if resume_from is not None:
+        counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
+                                            collector=collector, actor=actor))
+        logger.info("Resuming %s from env step %d (%d updates, %d transitions in the buffer)",
+                    cfg.output_dir, counters["env_steps"], counters["updates"], len(buffer))
+    else:
+        collector.reset(seed=cfg.seed)
+    log = MetricsLog(cfg.output_dir, resume_env_steps=counters["env_steps"] if resume_from else None,
+                     wandb_cfg=cfg.wandb, run_config=draccus.encode(cfg) if cfg.wandb.enable else None)
+
+    timers = Timers()
+    # The last 50 training episodes (success, return, length), for rolling rates; checkpointed.
+    recent = deque((tuple(e) for e in counters.pop("recent_episodes", [])), maxlen=50)
+    last_stats: dict[str, float] = {}
+    algo_utd = max(1, int(getattr(cfg.algorithm, "utd_ratio", 1)))
+    window_start, window_steps = time.perf_counter(), 0
+    row: dict[str, Any] = {}
+
+    def timed_actor(obs):
+        with timers.time("inference"):
+            return actor(obs)
+
+    def timed_observe(obs):
+        with timers.time("inference"):
+            actor.observe(obs)
+
+    bar = tqdm(total=cfg.steps, initial=counters["env_steps"], unit="step", desc=f"{cfg.policy.type} online",
+               disable=not cfg.progress, mininterval=2.0)
+    try:
+        while counters["env_steps"] < cfg.steps:
+            before = counters["env_steps"]
+            actor.mode = "prior" if before < cfg.prefill_steps else "explore"
+            t0, inference0 = time.perf_counter(), timers.seconds["inference"]
+            batch, episodes = collector.collect(timed_actor, observe=timed_observe)
+            timers.seconds["physics"] += time.perf_counter() - t0 - (timers.seconds["inference"] - inference0)
+            with timers.time("other"):
+                actor.episodes_ended(collector.episode_start)
+                batch.action = batch.extras.pop("policy_action")
+                buffer.add(batch)
+            steps_now = batch.action.shape[1] * len(batch)
+            counters["env_steps"] += steps_now
+            counters["transitions"] += len(batch)
+            counters["episodes"] += len(episodes)
+            recent.extend((e.success, e.episode_return, e.length) for e in episodes)
+            window_steps += steps_now
+            bar.update(steps_now)
+
+            if counters["env_steps"] >= cfg.prefill_steps and len(buffer) >= min(cfg.batch_size, cfg.buffer_capacity):
+                counters["update_debt"] += cfg.utd_ratio * len(batch)
+                with timers.time("updates"):
+                    while counters["update_debt"] >= algo_utd:
+                        stats = trainer.training_step()
+                        last_stats = {**stats.losses, **stats.extra,
+                                      **{f"{k}_grad_norm": v for k, v in stats.grad_norms.items()}}
+                        counters["updates"] += algo_utd
+                        counters["update_debt"] -= algo_utd
+            now = counters["env_steps"]
+            done = now >= cfg.steps
+
+            if _crossed(before, now, cfg.log_freq) or done:
+                elapsed = time.perf_counter() - window_start
+                row = {k: counters[k] for k in ("env_steps", "updates", "episodes", "transitions")}
+                row["phase"] = actor.mode
+                if recent:
+                    for i, name in enumerate(("success_rate", "episode_return", "episode_length")):
+                        row[f"train/{name}"] = sum(float(e[i]) for e in recent) / len(recent)
+                row.update(last_stats)
+                row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
+                row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
+                row.update(timers.shares())
+                if cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq) or done:
+                    row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
+                log.log(row)
+                line = console_line(row, CONSOLE_KEYS)
+                if "eval/success_rate" in row:
+                    line += (f" | eval success {row['eval/success_rate']:.0%} "
+                             f"[{row['eval/ci95_low']:.0%}, {row['eval/ci95_high']:.0%}]")
+                (bar.write if cfg.progress else logger.info)(line)
+                window_start, window_steps = time.perf_counter(), 0
+            elif cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq):
+                log.log({"env_steps": now, **evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post)})
+
+            if _crossed(before, now, cfg.save_freq) or done:
+                with timers.time("other"):
+                    path = save_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
+                                           algorithm=algorithm, buffer=buffer, collector=collector, actor=actor,
+                                           counters={**counters, "recent_episodes": list(recent)})
+                bar.write(f"checkpoint: {path}") if cfg.progress else logger.info("checkpoint: %s", path)
+    finally:
+        bar.close()
+        envs.close()
+        log.close()
+    return row
+
+
+@parser.wrap()
+def train_cli(cfg: SteerRLConfig) -> None:
+    train(_resume_config(cfg))
+
+
+def _resume_config(cfg: SteerRLConfig) -> SteerRLConfig:
+    """`--resume=true --output_dir=<run>`: the run's saved config, with this command line's other
+    flags applied on top (e.g. a larger --steps)."""
+    import sys
+
+    if not cfg.resume or cfg.output_dir is None:
+        return cfg
+    saved = Path(cfg.output_dir) / TRAIN_CONFIG_NAME
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume=true: {saved} does not exist (is --output_dir the folder of an earlier run?)")
+    args = [a for a in sys.argv[1:] if not a.startswith(("--policy.path", "--config_path"))]
+    with draccus.config_type("json"):
+        return draccus.parse(SteerRLConfig, config_path=saved, args=args)
+
+
+def main() -> None:
+    from lerobot.utils.utils import init_logging
+
+    import lerobot_steer  # noqa: F401  (registers the policy, algorithm and env types)
+
+    init_logging()
+    train_cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ from helpers_bases import (  # noqa: F401  (one_thread, vla_builds, diffusion_ba
     tiny_adapter,
     vla_builds,
 )
+from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 from lerobot.rl.algorithms.factory import make_algorithm
 from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy, make_dyna_vgd_pre_post_processors
 from lerobot_steer.rl.dyna_vgd_algorithm import DynaVGDAlgorithmConfig
@@ -299,11 +300,179 @@ def test_dataset_without_reward_fails_naming_reward_from_success(diffusion_base)
         DynaVGDPolicy(DynaVGDConfig(base_policy_path=str(diffusion_base), **SMALL), dataset_meta=meta)
 
 
-def test_behaviour_cloned_base_mode_is_refused_as_not_implemented(diffusion_base):
-    config = DynaVGDConfig(base_policy_path=str(diffusion_base), base_mode="bc", **SMALL)
-    with pytest.raises(NotImplementedError, match="base_mode=bc"):
-        config.observation_delta_indices  # noqa: B018  (what lerobot-train asks first)
-    with pytest.raises(NotImplementedError, match="base_policy_path"):
-        DynaVGDPolicy(config)
+def test_guidance_mode_typo_is_refused_naming_the_flag():
     with pytest.raises(ValueError, match="guidance_mode"):
         DynaVGDConfig(guidance_mode="adaptive")
+
+
+# ------------------------------------------------------------------- behaviour-cloned base (bc)
+
+BC_DIFFUSION = dict(device="cpu", n_obs_steps=2, horizon=8, n_action_steps=4, down_dims=(16, 32), kernel_size=3,
+                    n_groups=4, diffusion_step_embed_dim=8, pretrained_backbone_weights=None)
+BC_FEATURES = diffusion_dataset_meta().features
+
+
+def _bc_policy(reward: bool = True, **overrides) -> DynaVGDPolicy:
+    """A bc-mode policy built as lerobot-train builds it: features from dataset metadata, a fresh
+    LeRobot DiffusionPolicy inside, trained and guided through the same adapter."""
+    from lerobot.utils.feature_utils import dataset_to_policy_features
+
+    meta = diffusion_dataset_meta()
+    if reward:
+        meta.features["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
+    config = DynaVGDConfig(base_mode="bc", diffusion=DiffusionConfig(**BC_DIFFUSION), num_inference_steps=3,
+                           **{**SMALL, **overrides})
+    features = dataset_to_policy_features(meta.features)
+    config.output_features = {k: f for k, f in features.items() if k == "action"}
+    config.input_features = {k: f for k, f in features.items() if k != "action"}
+    torch.manual_seed(0)
+    return DynaVGDPolicy(config, dataset_meta=meta)
+
+
+def _bc_batch(policy: DynaVGDPolicy, b: int = 3) -> dict:
+    """A lerobot-train batch for bc mode's delta indices (obs history + chunk end, the diffusion horizon)."""
+    c = policy.config
+    g = torch.Generator().manual_seed(4)
+    n_obs, n_act = len(c.observation_delta_indices), len(c.action_delta_indices)
+    batch = {}
+    for key, dim in (("observation.state", 4), ("observation.environment_state", 3)):
+        batch[key] = torch.randn(b, n_obs, dim, generator=g)
+        batch[f"{key}_is_pad"] = torch.zeros(b, n_obs, dtype=torch.bool)
+    batch["action"] = torch.rand(b, n_act, 2, generator=g) * 2 - 1
+    batch["action_is_pad"] = torch.zeros(b, n_act, dtype=torch.bool)
+    batch["next.reward"] = torch.rand(b, c.n_exec, generator=g)
+    batch["next.reward_is_pad"] = torch.zeros(b, c.n_exec, dtype=torch.bool)
+    return batch
+
+
+def test_bc_mode_delta_indices_serve_the_diffusion_loss_and_the_chunk_mdp():
+    policy = _bc_policy()
+    c = policy.config
+    # diffusion: history [-1, 0] and the horizon from -1; critic: executed chunk [0, 4), chunk end [3, 4]
+    assert c.observation_delta_indices == [-1, 0, 3, 4]
+    assert c.action_delta_indices == list(range(-1, 7)) == c.diffusion.action_delta_indices
+    assert c.reward_delta_indices == [0, 1, 2, 3] and c.executed_action_start == 1
+    batch = _bc_batch(policy)
+    t = policy.transitions_from_dataset(batch)
+    assert torch.equal(t.action, batch["action"][:, 1:5])  # the executed chunk starts at offset 0
+    assert torch.equal(t.obs["observation.state"], batch["observation.state"][:, :2])
+    assert torch.equal(t.next_obs["observation.state"], batch["observation.state"][:, 2:])
+    bc = policy.bc_batch(batch)
+    assert torch.equal(bc["observation.state"], batch["observation.state"][:, :2]) and bc["action"].shape[1] == 8
+
+
+def test_bc_mode_trains_the_diffusion_base_with_lerobots_loss_and_the_critics_by_td():
+    policy = _bc_policy()
+    policy.train()
+    batch = _bc_batch(policy)
+    torch.manual_seed(5)
+    loss, metrics = policy.forward(batch)
+    assert {"bc_loss", "critic_loss", "td_error", *GUIDANCE_KEYS} <= set(metrics)
+    # The BC term is LeRobot's DiffusionPolicy.forward on the same batch and noise draw (train mode).
+    torch.manual_seed(5)
+    expected, _ = policy.adapter.policy.forward(policy.bc_batch(batch))
+    assert metrics["bc_loss"] == pytest.approx(expected.item(), rel=1e-6)
+    assert policy.adapter.policy.training  # the TD target's decode ran in eval mode and restored it
+    loss.backward()
+    base_params = list(policy.adapter.policy.diffusion.parameters())
+    assert all(p.requires_grad and p.grad is not None for p in base_params)
+    assert all(p.grad is not None for p in policy.critic.parameters())
+    assert all(p.grad is None for p in policy.critic_target.parameters())
+    groups = policy.get_optim_params()
+    assert [len(g["params"]) for g in groups] == [len(base_params), len(list(policy.critic.parameters()))]
+    assert groups[1]["lr"] == policy.config.critic_lr and "lr" not in groups[0]  # base: the preset's lr
+    preset = policy.config.get_optimizer_preset()
+    assert preset.lr == policy.config.diffusion.optimizer_lr
+    assert preset.weight_decay == policy.config.diffusion.optimizer_weight_decay
+    # An optimizer step moves the base (and the critics); update() counts a critic step.
+    optimizer = preset.build(groups)
+    before = base_params[0].detach().clone()
+    optimizer.step()
+    policy.update()
+    assert not torch.equal(before, base_params[0]) and int(policy.n_updates) == 1
+
+
+def test_bc_mode_decodes_deterministically_and_guides_like_frozen_mode():
+    policy = _bc_policy(guidance_mode="fixed", guidance_scale=0.2, guidance_last_k=None)
+    policy.train()  # as inside lerobot-train: acting must still decode in eval mode, DDIM
+    obs = batch_maker(policy.adapter.policy)(2, 0)
+    noise = policy.adapter.sample_noise(2, generator=torch.Generator().manual_seed(1))
+    unguided, target = _unguided_and_target(policy, obs, noise)
+    assert torch.equal(policy.adapter.sample(policy._as_history(obs), noise)[:, : policy.config.n_exec], unguided)
+    assert policy.adapter.policy.training
+    policy.critic = QuadraticCritic(target, torch.zeros(4))
+    policy.reset()
+    guided = policy.predict_action_chunk(obs, noise=noise)
+    assert (guided - target).norm() < 0.7 * (unguided - target).norm()
+
+
+def test_a_frozen_adapter_stays_frozen_and_in_eval_mode(diffusion_base):
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    policy = _policy(adapter)
+    policy.train()
+    assert not adapter.policy.training and not any(p.requires_grad for p in adapter.parameters())
+
+
+def test_bc_mode_without_rewards_trains_the_base_only_says_so_once_and_acts_unguided(caplog):
+    with caplog.at_level("WARNING"):
+        policy = _bc_policy(reward=False)
+    messages = [r.getMessage() for r in caplog.records if "dyna_vgd" in r.getMessage()]
+    assert len(messages) == 1 and "no reward column" in messages[0] and "reward_from_success" in messages[0]
+    assert policy.config.train_critic is False
+    batch = _bc_batch(policy)
+    del batch["next.reward"], batch["next.reward_is_pad"]
+    loss, metrics = policy.forward(batch)
+    assert set(metrics) == {"bc_loss"} and loss.item() == pytest.approx(metrics["bc_loss"])
+    policy.update()
+    assert int(policy.n_updates) == 0
+    obs = batch_maker(policy.adapter.policy)(2, 0)
+    noise = policy.adapter.sample_noise(2, generator=torch.Generator().manual_seed(1))
+    policy.reset()
+    chunk = policy.predict_action_chunk(obs, noise=noise)
+    assert torch.equal(chunk, policy.adapter.sample(policy._as_history(obs), noise)[:, : policy.config.n_exec])
+    assert policy.last_guidance_stats["lambda"] == 0.0
+    with pytest.raises(ValueError, match="reward_from_success"):  # asking for critics without rewards
+        _bc_policy(reward=False, train_critic=True)
+
+
+def test_bc_mode_processors_normalize_with_the_dataset_stats_and_diffusions_mapping():
+    policy = _bc_policy()
+    stats = {"observation.state": {"min": torch.zeros(4), "max": torch.full((4,), 2.0)},
+             "action": {"min": -torch.ones(2) * 4, "max": torch.ones(2) * 4}}
+    pre, post = make_dyna_vgd_pre_post_processors(policy.config, dataset_stats=stats)
+    out = pre({"observation.state": torch.ones(4), "observation.environment_state": torch.zeros(3)})
+    assert torch.allclose(out["observation.state"], torch.zeros(1, 4))  # MIN_MAX: 1 in [0, 2] -> 0
+    assert torch.allclose(post(torch.ones(1, 2)), torch.full((1, 2), 4.0))
+
+
+def test_bc_checkpoint_holds_the_base_in_model_safetensors_and_reloads_identically(tmp_path):
+    policy = _bc_policy(guidance_scale=0.5)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        policy.n_updates.fill_(3)
+    policy.save_pretrained(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "base_policy").exists()
+    loaded = DynaVGDPolicy.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config.base_mode == "bc" and loaded.config.diffusion.horizon == 8
+    for (name, a), b in zip(policy.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    obs = batch_maker(policy.adapter.policy)(2, 1)
+    chunks = []
+    for p in (policy, loaded):
+        p.eval()
+        p.reset()
+        torch.manual_seed(0)
+        chunks.append(p.predict_action_chunk(obs))
+    assert torch.equal(*chunks)
+    from huggingface_hub import ModelCard
+
+    ModelCard.validate = lambda self, *a, **k: None  # asks the Hub; offline here
+    card = policy.generate_model_card("local/so101", "dyna_vgd", None, None)
+    assert "behaviour cloning" in card.text and "model.safetensors" in card.text
+
+
+def test_bc_mode_refuses_a_base_checkpoint_naming_both_flags(diffusion_base):
+    config = DynaVGDConfig(base_policy_path=str(diffusion_base), base_mode="bc", **SMALL)
+    with pytest.raises(ValueError, match="base_policy_path.*base_mode=frozen"):
+        config.observation_delta_indices  # noqa: B018  (what lerobot-train asks first)

@@ -15,8 +15,9 @@ The family-specific parts (noise layout, DDIM switch, guidance seams) live in `d
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,17 @@ class CheckpointError(ValueError):
 
 
 class BasePolicyAdapter(nn.Module):
-    """A frozen LeRobot policy seen as a deterministic map (observation, noise) -> action chunk.
+    """A LeRobot policy seen as a deterministic map (observation, noise) -> action chunk.
 
-    The base is put in eval mode with `requires_grad=False` and stays in eval mode even when a
-    steering policy holding this adapter calls `.train()`: train-mode randomness (diffusion's random
-    crop, dropout) would break "same noise -> same chunk". Being an `nn.Module`, the adapter moves
-    with `.to(device)` and the base's weights appear in the state dict of a policy that holds it.
+    By default (`frozen=True`) the base is put in eval mode with `requires_grad=False` and stays in
+    eval mode even when a steering policy holding this adapter calls `.train()`: train-mode
+    randomness (diffusion's random crop, dropout) would break "same noise -> same chunk". With
+    `frozen=False` (a base trained by behaviour cloning inside the steering policy, dyna_vgd's
+    `base_mode=bc`) the weights keep their gradients and the base follows `.train()`/`.eval()` so
+    that its own loss runs in train mode; `sample`/`guided_sample` still decode in eval mode (and
+    restore the previous mode), so the noise -> chunk map is the same deterministic one in both
+    cases. Being an `nn.Module`, the adapter moves with `.to(device)` and the base's weights appear
+    in the state dict of a policy that holds it.
 
     Observation history (diffusion, `n_obs_steps` > 1): pass either observations that already carry
     it, shaped (B, n_obs_steps, ...) as a LeRobot dataset with the base's `observation_delta_indices`
@@ -75,15 +81,18 @@ class BasePolicyAdapter(nn.Module):
         postprocessor: PolicyProcessorPipeline | None = None,
         *,
         num_inference_steps: int | None = None,
+        frozen: bool = True,
     ):
         super().__init__()
         self._denoiser = make_denoiser(policy)  # raises UnsupportedBasePolicyError first
         self.policy = policy
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
+        self.frozen = frozen
         self._denoiser.configure(num_inference_steps)
-        policy.eval()
-        policy.requires_grad_(False)
+        if frozen:
+            policy.eval()
+            policy.requires_grad_(False)
         self._history = ObservationHistory(policy.config.n_obs_steps, policy.config.input_features)
 
     # ----------------------------------------------------------------------------------- loading
@@ -96,9 +105,14 @@ class BasePolicyAdapter(nn.Module):
         postprocessor: PolicyProcessorPipeline | None = None,
         *,
         num_inference_steps: int | None = None,
+        frozen: bool = True,
     ) -> BasePolicyAdapter:
-        """Wrap an in-memory policy. The policy is frozen in place (and diffusion switched to DDIM)."""
-        return cls(policy, preprocessor, postprocessor, num_inference_steps=num_inference_steps)
+        """Wrap an in-memory policy, switching a diffusion policy to DDIM sampling in place.
+
+        frozen: True freezes the policy in place (requires_grad False, eval mode for good); False
+            leaves its weights trainable and its train/eval mode to the caller (see the class doc).
+        """
+        return cls(policy, preprocessor, postprocessor, num_inference_steps=num_inference_steps, frozen=frozen)
 
     @classmethod
     def from_pretrained(
@@ -210,7 +224,7 @@ class BasePolicyAdapter(nn.Module):
         Deterministic: the same observations and noise give the same chunk. Runs without gradients.
         """
         observations, noise = self._inputs(batch, noise)
-        with torch.no_grad():
+        with torch.no_grad(), self._decoding_mode():
             actions = self.policy.predict_action_chunk(observations, noise=noise)
         return self._denoiser.executed(actions)
 
@@ -233,7 +247,7 @@ class BasePolicyAdapter(nn.Module):
         guide that returns zeros the result equals `sample` exactly.
         """
         observations, noise = self._inputs(batch, noise)
-        with torch.no_grad(), self._denoiser.guidance(guide, steps):
+        with torch.no_grad(), self._decoding_mode(), self._denoiser.guidance(guide, steps):
             actions = self.policy.predict_action_chunk(observations, noise=noise)
         return self._denoiser.executed(actions)
 
@@ -255,8 +269,20 @@ class BasePolicyAdapter(nn.Module):
 
     def train(self, mode: bool = True) -> BasePolicyAdapter:
         super().train(mode)
-        self.policy.eval()  # frozen: eval-mode behaviour is part of the noise -> chunk map
+        if self.frozen:
+            self.policy.eval()  # eval-mode behaviour is part of the noise -> chunk map
         return self
+
+    @contextlib.contextmanager
+    def _decoding_mode(self) -> Iterator[None]:
+        """Decode in eval mode; a trainable base goes back to the mode it was in (a frozen one stays eval)."""
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            yield
+        finally:
+            if was_training and not self.frozen:
+                self.policy.train()
 
     # ------------------------------------------------------------------------------- processors
 
@@ -298,8 +324,6 @@ class BasePolicyAdapter(nn.Module):
     # -------------------------------------------------------------------------------- internals
 
     def _inputs(self, batch: Mapping[str, Any], noise: Tensor) -> tuple[dict[str, Any], Tensor]:
-        if self.policy.training:
-            self.policy.eval()
         # Empty queues = LeRobot diffusion's offline mode (the batch is used, not the queues).
         self.policy.reset()
         batch_size = noise.shape[0] if noise.ndim else 0

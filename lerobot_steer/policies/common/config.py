@@ -148,6 +148,15 @@ class FrozenBaseConfig(PreTrainedConfig):
         return list(range(self.n_exec))  # the executed chunk
 
     @property
+    def executed_action_start(self) -> int:
+        """Position of the executed chunk's first action (offset 0) in `action_delta_indices`.
+
+        0 here; a policy whose action indices also reach into the past (dyna_vgd's behaviour-cloned
+        diffusion base, from -(n_obs_steps - 1)) finds its chunk further in.
+        """
+        return self.action_delta_indices.index(0)
+
+    @property
     def reward_delta_indices(self) -> list[int]:
         return list(range(self.n_exec))  # the chunk's per-frame rewards, summed in the policy
 

@@ -6,7 +6,9 @@
   indices, or from a LeRobot `ReplayBuffer` batch.
 * Checkpoints: the trained networks in `model.safetensors`, the frozen base (weights, config,
   processors) once in `base_policy/`, so that `--policy.path` alone rebuilds everything; a model card
-  section naming the base.
+  section naming the base. A base trained inside the policy (`config.trains_base`, dyna_vgd's bc
+  mode) is one of the trained networks: it goes into `model.safetensors` and there is no
+  `base_policy/`.
 
 `FrozenBasePolicyMixin` goes before `PreTrainedPolicy` in a policy's bases (`DSRLPolicy`,
 `DynaVGDPolicy`); it is a mixin rather than an intermediate `PreTrainedPolicy` because LeRobot
@@ -23,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lerobot.configs.policies import PreTrainedConfig
 from lerobot.utils.constants import ACTION, OBS_PREFIX
 
 from lerobot_steer.steering.base_adapter import SAFETENSORS_FILE, BasePolicyAdapter, CheckpointError
@@ -170,7 +173,8 @@ class FrozenBasePolicyMixin:
         """The chunk-level MDP from a LeRobot dataset batch built with this config's delta indices.
 
         Observations come with the offsets `observation_delta_indices` (current history + chunk-end
-        history), actions and rewards with the executed chunk's offsets; `<key>_is_pad` marks frames
+        history), rewards with the executed chunk's offsets, actions with offsets that contain the
+        executed chunk from `executed_action_start`; `<key>_is_pad` marks frames
         past the episode end. A chunk whose end observation is padded reaches the episode end: its
         reward stops there, it executed fewer steps, and `episode_end` says whether it terminated.
         """
@@ -191,10 +195,11 @@ class FrozenBasePolicyMixin:
                 "the batch has no '<observation>_is_pad' masks: build the dataset with this config's "
                 "delta indices (lerobot-train does) so that each sample holds a whole chunk"
             )
-        action = batch[ACTION][:, : c.n_exec]
+        executed = slice(c.executed_action_start, c.executed_action_start + c.n_exec)
+        action = batch[ACTION][:, executed]
         b = action.shape[0]
         action_pad = batch.get(f"{ACTION}_is_pad")
-        valid = torch.ones(b, c.n_exec, dtype=torch.bool, device=action.device) if action_pad is None else ~action_pad[:, : c.n_exec]
+        valid = torch.ones(b, c.n_exec, dtype=torch.bool, device=action.device) if action_pad is None else ~action_pad[:, executed]
         ended = end_pad.bool()
         success = self._success_of(batch, b, action.device)
         reward = batch.get(c.reward_key)
@@ -248,16 +253,27 @@ class FrozenBasePolicyMixin:
 
     # ------------------------------------------------------------------------------- checkpoints
 
+    @property
+    def trains_base(self) -> bool:
+        """Whether the base is trained inside this policy (dyna_vgd bc mode): then its weights are
+        part of `model.safetensors` like any trained network, and there is no `base_policy/`."""
+        return bool(getattr(self.config, "trains_base", False))
+
     def trained_state_dict(self) -> dict[str, Tensor]:
-        """Everything but the frozen base (which is saved once, in `base_policy/`)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(BASE_PREFIX)}
+        """Everything but a frozen base (which is saved once, in `base_policy/`)."""
+        return {k: v for k, v in self.state_dict().items() if self.trains_base or not k.startswith(BASE_PREFIX)}
 
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
         save_directory = Path(save_directory)
         self.config._save_pretrained(save_directory)
         tensors = state_dict if state_dict is not None else self.state_dict()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if not k.startswith(BASE_PREFIX)}
+        tensors = {
+            k: v.detach().cpu().contiguous() for k, v in tensors.items()
+            if self.trains_base or not k.startswith(BASE_PREFIX)
+        }
         save_file(tensors, str(save_directory / SAFETENSORS_FILE))
+        if self.trains_base:
+            return
         base_dir = save_directory / BASE_POLICY_DIR
         self.adapter.policy.save_pretrained(base_dir)
         for pipeline in (self.adapter.preprocessor, self.adapter.postprocessor):
@@ -266,7 +282,8 @@ class FrozenBasePolicyMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path, *, config=None, revision=None, **kwargs):
-        """Load a checkpoint (folder or Hub repo id); the base comes from its `base_policy/`."""
+        """Load a checkpoint (folder or Hub repo id); a frozen base comes from its `base_policy/`, a
+        trained one (`config.trains_base`) from `model.safetensors` with everything else."""
         folder = Path(pretrained_name_or_path)
         if not folder.is_dir():
             from lerobot_steer.steering.base_adapter import _resolve_checkpoint
@@ -274,6 +291,10 @@ class FrozenBasePolicyMixin:
             folder = _resolve_checkpoint(
                 pretrained_name_or_path, revision=revision, cache_dir=kwargs.get("cache_dir"), token=kwargs.get("token")
             )
+        if config is None:
+            config = PreTrainedConfig.from_pretrained(folder, **{k: kwargs[k] for k in ("cli_overrides",) if k in kwargs})
+        if getattr(config, "trains_base", False):  # the base is in model.safetensors
+            return super().from_pretrained(folder, config=config, revision=revision, **kwargs)
         if not (folder / BASE_POLICY_DIR).is_dir():
             raise CheckpointError(
                 f"{folder} has no {BASE_POLICY_DIR}/ folder: it is not a complete {cls.name} checkpoint (the frozen "
@@ -284,13 +305,13 @@ class FrozenBasePolicyMixin:
 
     @classmethod
     def _load_as_safetensor(cls, model, model_file: str, map_location: str, strict: bool):
-        """Load the trained networks; every one of them must be in the file (the base is not)."""
+        """Load the trained networks; every one of them must be in the file (a frozen base is not)."""
         try:
             tensors = load_file(model_file, device="cpu")
         except Exception as e:
             raise CheckpointError(f"{model_file} is missing or not a readable safetensors file ({e})") from e
         missing, unexpected = model.load_state_dict(tensors, strict=False)
-        missing = [k for k in missing if not k.startswith(BASE_PREFIX)]
+        missing = [k for k in missing if model.trains_base or not k.startswith(BASE_PREFIX)]
         if missing or unexpected:
             raise CheckpointError(
                 f"{model_file} does not match this {cls.name} config: missing {missing[:5]}, unexpected {unexpected[:5]}"

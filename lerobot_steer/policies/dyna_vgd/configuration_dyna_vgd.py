@@ -6,18 +6,31 @@ lambda_base 0.005, last 3 steps, no anneal, beta 1, C_local 5, C_global 100, wei
 [0.001, 1]) except the network width, sized for CPU (3 x 256 instead of 3 x 2048), and gamma, which
 is per env step here (chunk of k steps: gamma^k). lambda_base was tuned for actions in [-1, 1] and
 returns in [-400, 0]: retune it for other action normalizations and reward scales.
+
+The behaviour-cloned base (`base_mode=bc`) is LeRobot's own diffusion policy: its config is a nested
+`DiffusionConfig` (`--policy.diffusion.<field>=...`, every field of `--policy.type=diffusion`), so
+the architecture, noise schedule, normalization, optimizer settings and `pretrained_backbone_weights`
+mean exactly what they mean for LeRobot's diffusion, and config.json stores them under "diffusion".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
+from lerobot.optim.optimizers import AdamConfig
+from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
 from lerobot_steer.policies.common.config import FrozenBaseConfig, check_choice
 from lerobot_steer.steering.guidance import ANNEALS, GUIDANCE_MODES
 
 BASE_MODES = ("frozen", "bc")
+
+
+def _default_diffusion() -> DiffusionConfig:
+    # device="cpu" only spares a "device None not available" warning at every parse; the base is
+    # built on the dyna_vgd policy's own --policy.device (see DynaVGDConfig.__post_init__).
+    return DiffusionConfig(device="cpu")
 
 
 @PreTrainedConfig.register_subclass("dyna_vgd")
@@ -28,8 +41,19 @@ class DynaVGDConfig(FrozenBaseConfig):
     Base policy, critics and offline data: see `FrozenBaseConfig` (here 4 critics by default).
 
     base_mode: "frozen" (a pretrained LeRobot base, diffusion / pi0 / pi05 / smolvla, named by
-        base_policy_path) or "bc" (a diffusion base trained inside this policy by behaviour
-        cloning: NOT IMPLEMENTED yet, raises).
+        base_policy_path, never updated) or "bc" (a LeRobot diffusion policy trained inside this
+        policy by behaviour cloning, LeRobot's diffusion loss, from the training dataset).
+    diffusion: the behaviour-cloned base's `DiffusionConfig` (bc mode only), set field by field
+        with `--policy.diffusion.<field>=...` (e.g. horizon, n_obs_steps, n_action_steps, down_dims,
+        pretrained_backbone_weights, optimizer_lr). Its input/output features and device are the
+        dyna_vgd policy's; its normalization mapping becomes the policy's (the processors normalize
+        with the dataset stats as LeRobot's diffusion does). It is trained with DDPM noise as
+        configured and decoded with deterministic DDIM (`num_inference_steps` steps, default 10).
+        The base's parameters train at `diffusion.optimizer_lr` (with its betas, eps and weight
+        decay), the critics at `critic_lr`: one Adam, two parameter groups.
+    train_critic: whether lerobot-train also trains the critics by TD (bc mode). None: when the
+        dataset has a reward column (or --policy.reward_from_success). Without critic training the
+        policy is a plain diffusion policy: it acts unguided (a random critic must not steer).
 
     Guidance (lambda_i = guidance_scale * warmup * anneal(i) * weight, see steering/guidance.py):
         guidance_mode: "dynamic" (weight = clamp(w_local * w_global, weight_min, weight_max)) or
@@ -51,6 +75,8 @@ class DynaVGDConfig(FrozenBaseConfig):
     """
 
     base_mode: str = "frozen"
+    diffusion: DiffusionConfig = field(default_factory=_default_diffusion)
+    train_critic: bool | None = None
     n_critics: int = 4
     critic_lr: float = 5e-4
 
@@ -79,19 +105,61 @@ class DynaVGDConfig(FrozenBaseConfig):
             raise ValueError(f"--policy.guidance_last_k must be >= 1 or null (every step), got {self.guidance_last_k}")
         if not 0 < self.weight_min <= self.weight_max:
             raise ValueError(f"need 0 < weight_min <= weight_max, got {self.weight_min}, {self.weight_max}")
+        if self.trains_base:
+            self.diffusion.device = self.device
+            # Not a dataclass field: derived from the diffusion config, so it cannot disagree with it.
+            self.normalization_mapping = dict(self.diffusion.normalization_mapping)
+
+    @property
+    def trains_base(self) -> bool:
+        """True in bc mode: the base is trained here and saved in model.safetensors."""
+        return self.base_mode == "bc"
 
     def check_base_mode(self) -> None:
-        """Refuse the not-yet-implemented behaviour-cloned base with a message saying what works."""
-        if self.base_mode == "bc":
-            raise NotImplementedError(
-                "--policy.base_mode=bc (a diffusion base trained inside dyna_vgd by behaviour cloning) is not "
-                "implemented yet: train a diffusion base with `lerobot-train --policy.type=diffusion` first and pass "
-                "it with --policy.base_mode=frozen --policy.base_policy_path=<its pretrained_model folder>"
+        """bc mode trains its own base: a base checkpoint as well would be ambiguous."""
+        if self.trains_base and self.base_policy_path is not None:
+            raise ValueError(
+                f"--policy.base_mode=bc trains its own diffusion base, so --policy.base_policy_path="
+                f"{self.base_policy_path} has no meaning there: drop it (and set the base with "
+                "--policy.diffusion.<field>=...), or pass --policy.base_mode=frozen to steer that checkpoint"
+            )
+        if not self.trains_base and self.train_critic is False:
+            raise ValueError(
+                "--policy.train_critic=false with --policy.base_mode=frozen leaves nothing to train: the frozen "
+                "base never changes and the critics are the only trained part"
             )
 
     def ensure_base_facts(self) -> None:
         self.check_base_mode()
+        if self.trains_base and self.base_type is None:
+            d = self.diffusion
+            if d.n_action_steps > d.horizon - d.n_obs_steps + 1:
+                raise ValueError(
+                    f"--policy.diffusion.n_action_steps={d.n_action_steps} must be <= horizon - n_obs_steps + 1 = "
+                    f"{d.horizon - d.n_obs_steps + 1} (LeRobot's diffusion executes actions from the current step)"
+                )
+            self.set_base_facts("diffusion", d.n_obs_steps, d.n_action_steps)
         super().ensure_base_facts()
+
+    # ----------------------------------------------------------------------------- LeRobot hooks
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        """bc mode: the diffusion horizon from -(n_obs_steps - 1), which contains the executed chunk
+        [0, n_exec) because n_exec <= horizon - n_obs_steps + 1 (`executed_action_start` finds it)."""
+        if self.trains_base:
+            self.ensure_base_facts()
+            return self.diffusion.action_delta_indices
+        return super().action_delta_indices
+
+    def get_optimizer_preset(self) -> AdamConfig:
+        """bc mode: Adam with the diffusion base's settings; the critics' group overrides lr and weight
+        decay (see `DynaVGDPolicy.get_optim_params`). LeRobot clips the joint gradient norm of both."""
+        if not self.trains_base:
+            return super().get_optimizer_preset()
+        d = self.diffusion
+        return AdamConfig(lr=d.optimizer_lr, betas=d.optimizer_betas, eps=d.optimizer_eps,
+                          weight_decay=d.optimizer_weight_decay, grad_clip_norm=self.grad_clip_norm)
 
     @property
     def guided_steps(self) -> range | None:

@@ -1,34 +1,47 @@
-"""DynaVGDPolicy: a frozen LeRobot base whose denoising is steered up a critic's value.
+"""DynaVGDPolicy: a LeRobot base whose denoising is steered up a critic's value.
 
     observation, N(0, I) noise --base denoising, x0_hat shifted by lambda * grad_a Q--> action chunk
 
-Only the critic ensemble trains (TD on the chunk-level MDP, target next action = the guided decode
-of the base at s' with the current critic, algorithms.md §3.4). The strength lambda is fixed (VGD)
-or adapts to the critic's disagreement and recent TD error (Dynamic VGD); see steering/guidance.py.
-Each component (lambda, w_local, w_global, sigma_Q, the TD error EMA) is in `forward()`'s output
-dict and, after acting, in `policy.last_guidance_stats`.
+The critic ensemble trains by TD on the chunk-level MDP, with the target next action the guided
+decode of the base at s' with the current critic (algorithms.md §3.4). The strength lambda is fixed
+(VGD) or adapts to the critic's disagreement and recent TD error (Dynamic VGD); see
+steering/guidance.py. Each component (lambda, w_local, w_global, sigma_Q, the TD error EMA) is in
+`forward()`'s output dict and, after acting, in `policy.last_guidance_stats`.
 
-The loss is `compute_loss()`, called by `forward()` (lerobot-train, offline) and by
-`DynaVGDAlgorithm.update()` (online); `update()` (called by both after each optimizer step) moves
-the target critics, the TD error average and the warm-up counter. Checkpoints carry the base in
-`base_policy/` (see policies/common/frozen_base.py); the TD error average and the gradient-step
-count are buffers in `model.safetensors`, so a loaded policy guides exactly as the saved one did.
+Two kinds of base (`config.base_mode`):
+* "frozen": a pretrained LeRobot checkpoint (diffusion / pi0 / pi05 / smolvla), never updated;
+  checkpoints carry it in `base_policy/` (see policies/common/frozen_base.py).
+* "bc": LeRobot's `DiffusionPolicy`, built from `config.diffusion` and trained here by behaviour
+  cloning with its own loss (`DiffusionPolicy.forward`), in the same optimizer step as the critics.
+  The same `BasePolicyAdapter` drives it (non-frozen: its weights keep their gradients; decodes run
+  in eval mode, deterministic DDIM), so guidance is exactly the frozen mode's. Checkpoints hold it
+  in `model.safetensors`.
+
+The loss is `compute_loss()` (critic TD), called by `forward()` (lerobot-train, offline, which adds
+the BC loss in bc mode) and by `DynaVGDAlgorithm.update()` (online); `update()` (called by both
+after each optimizer step) moves the target critics, the TD error average and the warm-up counter.
+The TD error average and the gradient-step count are buffers in `model.safetensors`, so a loaded
+policy guides exactly as the saved one did.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION
 
 from lerobot_steer.policies.common.frozen_base import (
     ChunkTransitions,
     FrozenBasePolicyMixin,
     ObservationCritic,
+    episode_success,
     make_observation_encoder,
     observations,
 )
@@ -44,8 +57,10 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     """(Dynamic) value-guided denoising over a diffusion / pi0 / pi05 / smolvla base.
 
     Args:
-        config: the config (its `base_policy_path` names the base of a fresh run).
-        base_adapter: an in-memory base instead of loading one (tests, notebooks).
+        config: the config (its `base_policy_path` names the base of a fresh frozen-mode run; in bc
+            mode `config.diffusion` describes the base to train).
+        base_adapter: an in-memory base instead of loading or building one (tests, notebooks); in bc
+            mode it must wrap a `DiffusionPolicy` with `frozen=False`.
         base_policy_dir: set by `from_pretrained`: the checkpoint's own `base_policy/` copy.
         dataset_meta: passed by LeRobot's `make_policy` when training on a dataset: its features are
             checked against the base, its reward column and per-episode success are read.
@@ -71,7 +86,10 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     ):
         super().__init__(config)
         config.check_base_mode()
-        self._init_base(base_adapter, base_policy_dir, dataset_meta)
+        if config.trains_base:
+            self._init_bc_base(base_adapter, dataset_meta)
+        else:
+            self._init_base(base_adapter, base_policy_dir, dataset_meta)
         self.action_dim = self.adapter.action_dim
         self.critic = ObservationCritic(make_observation_encoder(config), config.n_exec * self.action_dim, config)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -80,6 +98,71 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         self._last_td_error: Tensor | None = None
         self.last_guidance_stats: dict[str, float] = {}
         self.reset()
+
+    # ------------------------------------------------------------------------- bc-mode base
+
+    def _init_bc_base(self, base_adapter: BasePolicyAdapter | None, dataset_meta) -> None:
+        """Build LeRobot's DiffusionPolicy from `config.diffusion` and the policy's features, and
+        decide once whether the critics train (a dataset without rewards trains the base only)."""
+        config = self.config
+        if base_adapter is None:
+            if not config.input_features or not config.output_features:
+                raise ValueError(
+                    "--policy.base_mode=bc builds its diffusion base from the policy's input/output features: "
+                    "train on a dataset (lerobot-train fills them) or set config.input_features/output_features"
+                )
+            diffusion_cfg = copy.deepcopy(config.diffusion)
+            diffusion_cfg.input_features = dict(config.input_features)
+            diffusion_cfg.output_features = dict(config.output_features)
+            diffusion_cfg.device = config.device
+            # LeRobot's own class and loss; the copy keeps config.diffusion as the user set it (the
+            # adapter switches the copy to DDIM sampling; training noise is the configured schedule).
+            base_adapter = BasePolicyAdapter.from_policy(
+                DiffusionPolicy(diffusion_cfg), num_inference_steps=config.num_inference_steps, frozen=False
+            )
+        elif base_adapter.frozen or not isinstance(base_adapter.policy, DiffusionPolicy):
+            raise ValueError(
+                "base_mode=bc trains its base: pass an adapter built with "
+                "BasePolicyAdapter.from_policy(<DiffusionPolicy>, frozen=False)"
+            )
+        self.adapter = base_adapter
+        base_cfg = base_adapter.policy.config
+        config.set_base_facts("diffusion", base_cfg.n_obs_steps, base_cfg.n_action_steps)
+        config.normalization_mapping = dict(base_cfg.normalization_mapping)
+        if dataset_meta is not None:
+            base_adapter.check_features(dataset_meta)
+            has_reward = config.reward_key in set(dataset_meta.features) or config.reward_from_success
+            if config.train_critic is None:
+                config.train_critic = has_reward
+                if not has_reward:
+                    logging.warning(
+                        "dyna_vgd: the dataset has no reward column '%s' and --policy.reward_from_success is off, "
+                        "so only the behaviour-cloned diffusion base is trained (no critic, no guidance: the "
+                        "policy acts as the plain diffusion base). Record rewards, name the column with "
+                        "--policy.reward_key, or pass --policy.reward_from_success=true to train the critics too.",
+                        config.reward_key,
+                    )
+            elif config.train_critic and not has_reward:
+                self._check_dataset(dataset_meta)  # raises, naming the reward options
+        elif config.train_critic is None:
+            config.train_critic = True
+        self.register_buffer("_episode_success", episode_success(dataset_meta), persistent=False)
+
+    @property
+    def trains_critic(self) -> bool:
+        return self.config.train_critic is not False
+
+    def bc_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What LeRobot's diffusion loss reads: the current observation history (B, n_obs_steps, ...),
+        the `horizon` actions from -(n_obs_steps - 1) and their padding mask."""
+        c = self.config
+        current = [c.observation_delta_indices.index(o) for o in c.current_obs_offsets]
+        out = {}
+        for key, value in observations(batch).items():
+            out[key] = value[:, current] if f"{key}_is_pad" in batch else value
+        out[ACTION] = batch[ACTION]
+        out[f"{ACTION}_is_pad"] = batch[f"{ACTION}_is_pad"]
+        return out
 
     # ---------------------------------------------------------------------------------- guidance
 
@@ -131,24 +214,42 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         """Guided decode from `noise` (default: fresh N(0, I) of `adapter.noise_shape`), normalized.
 
         Both the reference's acting noise tanh(N(0, I)) and its N(0, I) for TD targets exist; here
-        both use N(0, I), the prior the base was trained on (algorithms.md §8 pitfall 9).
+        both use N(0, I), the prior the base was trained on (algorithms.md §8 pitfall 9). A policy
+        whose critics were never trained (bc mode without rewards) acts unguided.
         """
         obs = observations(batch)
         if noise is None:
             noise = self.adapter.sample_noise(next(iter(obs.values())).shape[0])
-        chunk, stats = self.guided_decode(obs, noise, guide=self.config.guide_actions)
+        chunk, stats = self.guided_decode(obs, noise, guide=self.config.guide_actions and self.trains_critic)
         self.last_guidance_stats = metrics_to_floats(stats)
         return chunk
 
     # ---------------------------------------------------------------------------------- training
 
     def get_optim_params(self) -> list[dict]:
-        """The online critics only (the base and the target critics are not optimized)."""
-        return [{"params": list(self.critic.parameters()), "lr": self.config.critic_lr}]
+        """The online critics at `critic_lr` (no weight decay); in bc mode also the diffusion base, in
+        its own group with the optimizer preset's settings (diffusion's lr, betas, eps, weight decay).
+        The frozen base and the target critics are never optimized."""
+        groups = [{"params": list(self.critic.parameters()), "lr": self.config.critic_lr, "weight_decay": 0.0}]
+        if self.trains_base:
+            groups.insert(0, {"params": list(self.adapter.policy.diffusion.parameters())})
+        return groups
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
-        """lerobot-train: chunk transitions from the dataset batch -> TD loss and guidance metrics."""
-        loss, metrics = self.compute_loss(self.transitions_from_dataset(batch))
+        """lerobot-train: the critics' TD loss on the batch's chunk transitions, plus in bc mode the
+        base's behaviour-cloning loss (LeRobot's diffusion loss, in train mode) on the same batch.
+
+        The TD target decodes with the base as it is before this step's update (eval mode, DDIM).
+        """
+        loss, metrics = None, {}
+        if self.trains_base:
+            self.adapter.policy.train(self.training)
+            bc_loss, _ = self.adapter.policy.forward(self.bc_batch(batch))
+            loss, metrics["bc_loss"] = bc_loss, bc_loss.detach()
+        if self.trains_critic:
+            td_loss, td_metrics = self.compute_loss(self.transitions_from_dataset(batch))
+            loss = td_loss if loss is None else loss + td_loss
+            metrics.update(td_metrics)
         return loss, metrics_to_floats(metrics)
 
     def compute_loss(self, t: ChunkTransitions) -> tuple[Tensor, dict[str, Tensor]]:
@@ -171,7 +272,10 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
 
     @torch.no_grad()
     def update(self) -> None:
-        """After each optimizer step: Polyak targets, fold the step's TD error into the EMA, count it."""
+        """After each optimizer step: Polyak targets, fold the step's TD error into the EMA, count it
+        (nothing when the critics do not train: n_updates counts critic gradient steps)."""
+        if not self.trains_critic:
+            return
         polyak_update(self.critic_target, self.critic, self.config.tau)
         if self._last_td_error is not None:
             td = self._last_td_error.to(self.td_error_ema)
@@ -186,9 +290,35 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         c = self.config
         method = "Dynamic VGD" if c.guidance_mode == "dynamic" else "VGD"
         steps = "every step" if c.guidance_last_k is None else f"the last {c.guidance_last_k} steps"
-        return (
+        text = (
             f"This is a {method} policy (value-guided denoising): at {steps} of the base's denoising, the "
             f"clean-action estimate is moved along the gradient of an ensemble of {c.n_critics} critics with "
             f"strength lambda_base = {c.guidance_scale}"
             + (" times an uncertainty weight (critic disagreement and TD error)." if method == "Dynamic VGD" else ".")
         )
+        if c.trains_base and not self.trains_critic:
+            text = (
+                "This policy's critics were not trained (the dataset had no rewards), so it acts as its "
+                "behaviour-cloned diffusion base, unguided. With trained critics it would be: " + text
+            )
+        return text
+
+    def generate_model_card(self, dataset_repo_id, model_type, license, tags, cfg=None, dataset_meta=None):
+        """bc mode: LeRobot's card plus what was trained here (the base by BC, the critics by TD)."""
+        if not self.trains_base:
+            return super().generate_model_card(dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta)
+        card = PreTrainedPolicy.generate_model_card(
+            self, dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta
+        )
+        c = self.config
+        trained = "by temporal-difference learning on the chunk-level MDP of the dataset's rewards" if self.trains_critic else "not at all (no rewards)"
+        card.text += (
+            "\n## Behaviour-cloned base policy\n\n"
+            f"{self.method_card_text()} The base is a LeRobot `diffusion` policy (horizon {c.diffusion.horizon}, "
+            f"{c.diffusion.n_obs_steps} observation steps, {c.n_action_steps}-step executed chunks) trained inside this "
+            f"policy by behaviour cloning on `{dataset_repo_id}` with LeRobot's diffusion loss; the critics were trained "
+            f"{trained}. It decodes with {self.adapter.num_inference_steps} deterministic DDIM steps.\n\n"
+            "Its weights are part of `model.safetensors` and its settings are the `diffusion` entry of `config.json`, "
+            "so `--policy.path=<this repo>` rebuilds everything.\n"
+        )
+        return card

@@ -1,12 +1,22 @@
-"""Processors of the `dyna_vgd` policy: the base policy's own saved pipelines, reused as they are
-(the critics read the base's normalized observations and chunks; `dataset_stats` is ignored on
-purpose, see lerobot_steer/policies/common/processors.py)."""
+"""Processors of the `dyna_vgd` policy.
+
+* frozen mode: the base policy's own saved pipelines, reused as they are (the critics read the
+  base's normalized observations and chunks; `dataset_stats` is ignored on purpose, see
+  lerobot_steer/policies/common/processors.py).
+* bc mode: the base is trained here, so the pipelines are built like LeRobot's diffusion ones
+  (`make_default_pre_post_processors`) from the dataset stats, with the diffusion config's
+  normalization mapping (`config.normalization_mapping`, MIN_MAX state and action by default). The
+  base learns in that space and the critics read the same normalized observations and chunks.
+
+Step names are LeRobot's standard ones either way, so lerobot-eval / lerobot-rollout can override
+them, and once saved with a checkpoint they are loaded by LeRobot's stock code.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lerobot.processor import PolicyProcessorPipeline
+from lerobot.processor import PolicyProcessorPipeline, make_default_pre_post_processors
 
 from lerobot_steer.policies.common.processors import base_pre_post_processors
 
@@ -15,8 +25,17 @@ from .configuration_dyna_vgd import DynaVGDConfig
 
 def make_dyna_vgd_pre_post_processors(
     config: DynaVGDConfig,
-    dataset_stats: dict[str, dict[str, Any]] | None = None,  # noqa: ARG001  (see module docstring)
+    dataset_stats: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
-    """The base checkpoint's pre/post processors, with the device set to `config.device`."""
+    """frozen mode: the base checkpoint's pre/post processors, with the device set to
+    `config.device` (`dataset_stats` ignored). bc mode: normalizers over `dataset_stats` with the
+    diffusion base's normalization mapping, as LeRobot builds them for `--policy.type=diffusion`."""
     config.check_base_mode()
+    if config.trains_base:
+        if not config.input_features or not config.output_features:
+            raise ValueError(
+                "dyna_vgd bc-mode processors normalize the policy's features: set config.input_features and "
+                "output_features (lerobot-train does, from the dataset) before building them"
+            )
+        return make_default_pre_post_processors(config, dataset_stats)
     return base_pre_post_processors(config)

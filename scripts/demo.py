@@ -3,7 +3,9 @@
 1. the scripted expert writes demonstrations as a LeRobot dataset (`lerobot-steer-generate`),
 2. LeRobot's own `lerobot-train` trains a small diffusion policy on them,
 3. LeRobot's own `lerobot-eval --env.type=so101_sim` evaluates the checkpoint,
-4. a summary prints the expert's and the policy's success rates.
+4. `lerobot-steer-rl` fine-tunes it online in the sim with DSRL (an actor over the base's noise),
+5. `lerobot-steer-eval` evaluates base and fine-tuned policy on the same seeds (Wilson CI, paired
+   McNemar test, failure taxonomy, videos, chart), and a summary prints the table.
 
 Every stage writes under `outputs/demo/` and is skipped when its output already exists, so a rerun
 resumes where an interrupted one stopped; `--fresh` starts over. The flags below scale the job.
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=60, help="expert demonstrations to generate")
     parser.add_argument("--train_steps", type=int, default=1000)
     parser.add_argument("--eval_episodes", type=int, default=10)
+    parser.add_argument("--rl_steps", type=int, default=4000, help="online env steps of DSRL fine-tuning")
+    parser.add_argument("--compare_episodes", type=int, default=20, help="episodes of the base vs fine-tuned comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete earlier demo outputs first")
     args = parser.parse_args()
@@ -56,17 +60,17 @@ def main() -> None:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    data, train, evaluation = out / "data", out / "train", out / "eval"
+    data, train, evaluation, online, compare = out / "data", out / "train", out / "eval", out / "rl_dsrl", out / "compare"
     t0 = time.perf_counter()
 
-    print(f"[1/3] Expert demonstrations -> {data}")
+    print(f"[1/5] Expert demonstrations -> {data}")
     if not (data / "generation_report.json").exists():
         shutil.rmtree(data, ignore_errors=True)
         run([str(BIN / "lerobot-steer-generate"), "--repo_id=local/so101_sim_demo", f"--root={data}",
              f"--num_episodes={args.episodes}", f"--seed={args.seed}", "--env.obs_type=state"], out / "generate.log")
     report = json.loads((data / "generation_report.json").read_text())
 
-    print(f"[2/3] lerobot-train --policy.type=diffusion ({args.train_steps} steps) -> {train}")
+    print(f"[2/5] lerobot-train --policy.type=diffusion ({args.train_steps} steps) -> {train}")
     checkpoint = train / "checkpoints" / "last" / "pretrained_model"
     if not checkpoint.exists():
         shutil.rmtree(train, ignore_errors=True)
@@ -80,12 +84,31 @@ def main() -> None:
              "--log_freq=100", "--num_workers=0", "--env_eval_freq=0", f"--seed={args.seed}",
              f"--output_dir={train}", "--wandb.enable=false"], out / "train.log")
 
-    print(f"[3/3] lerobot-eval --env.type=so101_sim ({args.eval_episodes} episodes) -> {evaluation}")
+    print(f"[3/5] lerobot-eval --env.type=so101_sim ({args.eval_episodes} episodes) -> {evaluation}")
     shutil.rmtree(evaluation, ignore_errors=True)
     run([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_FLAGS, "--policy.device=cpu",
          f"--eval.n_episodes={args.eval_episodes}", "--eval.batch_size=1", "--eval.use_async_envs=false",
          f"--seed={args.seed}", f"--output_dir={evaluation}"], out / "eval.log")
     overall = json.loads((evaluation / "eval_info.json").read_text())["overall"]
+
+    print(f"[4/5] lerobot-steer-rl --policy.type=dsrl ({args.rl_steps} env steps) -> {online}")
+    tuned = online / "checkpoints" / "last" / "pretrained_model"
+    rl_done = online / "checkpoints" / "last" / "training_state" / "training_step.json"
+    if not (rl_done.exists() and json.loads(rl_done.read_text())["env_steps"] >= args.rl_steps):
+        resume = ["--resume=true", f"--output_dir={online}", f"--steps={args.rl_steps}"] if rl_done.exists() else [
+            "--policy.type=dsrl", "--policy.variant=sac", f"--policy.base_policy_path={checkpoint}",
+            "--policy.device=cpu", *ENV_FLAGS, "--n_envs=4", f"--steps={args.rl_steps}",
+            f"--prefill_steps={min(1000, args.rl_steps // 2)}", f"--eval.freq={max(args.rl_steps // 2, 1)}",
+            "--eval.n_episodes=4", "--eval.batch_size=4", f"--log_freq={max(args.rl_steps // 8, 1)}",
+            f"--save_freq={max(args.rl_steps // 2, 1)}", f"--seed={args.seed}", "--progress=false",
+            f"--output_dir={online}"]
+        run([str(BIN / "lerobot-steer-rl"), *resume], out / "rl.log", show=("env_steps:", "checkpoint:", "Resuming"))
+
+    print(f"[5/5] lerobot-steer-eval base vs fine-tuned ({args.compare_episodes} episodes, same seeds) -> {compare}")
+    shutil.rmtree(compare, ignore_errors=True)
+    run([str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{checkpoint},{tuned}]", "--env.obs_type=state",
+         f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1",
+         "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))
 
     minutes = (time.perf_counter() - t0) / 60
     print("\n=== lerobot-steer demo: SO-101 pick-and-place sim ===")
@@ -94,7 +117,10 @@ def main() -> None:
     print(f"diffusion policy      : {args.train_steps} training steps -> {checkpoint}")
     print(f"policy success        : {overall['pc_success']:.0f}% over {overall['n_episodes']} episodes "
           f"(videos in {evaluation / 'videos'})")
-    print(f"total                 : {minutes:.1f} min")
+    print(f"online DSRL           : {args.rl_steps} env steps -> {tuned} (curves: {online / 'metrics.csv'})")
+    print(f"base vs fine-tuned    : {compare / 'results.md'} (chart {compare / 'success_rates.png'}, videos {compare / 'videos'})")
+    print(f"total                 : {minutes:.1f} min\n")
+    print((compare / "results.md").read_text())
 
 
 if __name__ == "__main__":

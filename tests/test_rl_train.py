@@ -137,3 +137,13 @@ def test_bad_options_are_refused_with_the_flag_named(state_checkpoint, tmp_path,
         cmd = [BIN / "lerobot-steer-rl", flag, f"--output_dir={tmp_path / 'run'}", "--steps=8"]
     result = run_cli(cmd, cwd=tmp_path, ok=False)
     assert result.returncode != 0 and message in result.stdout + result.stderr
+
+
+def test_dyna_vgd_online_run_logs_the_guidance_components(state_checkpoint, tmp_path):
+    out = tmp_path / "vgd"
+    rl_cli("dyna_vgd", state_checkpoint, out, "--steps=64", "--log_freq=64", "--save_freq=64", "--eval.n_episodes=0")
+    (row,) = rows(out)
+    for name in ("critic_loss", "lambda", "w_local", "w_global", "sigma_q", "td_error_ema", "acting/lambda"):
+        assert name in row, f"{name} not logged"
+    assert 0 < row["w_local"] <= 1 and 0 < row["w_global"] <= 1
+    assert row["updates"] > 0 and "eval/success_rate" not in row  # --eval.n_episodes=0 turns evaluation off

@@ -32,7 +32,8 @@ def _state_sim() -> SO101SimEnvConfig:
 @dataclass
 class OnlineEvalConfig:
     """Periodic evaluation on fresh envs (seeds `seed`, `seed + 1`, ... every time, so the curve
-    compares like with like). freq: env steps between evaluations (0: only at the end)."""
+    compares like with like). freq: env steps between evaluations (0: only at the end);
+    n_episodes=0 turns evaluation off."""
 
     freq: int = 5000
     n_episodes: int = 10

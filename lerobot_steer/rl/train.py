@@ -214,7 +214,7 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
                 row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
                 row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
                 row.update(timers.shares())
-                if cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq) or done:
+                if cfg.eval.n_episodes > 0 and (cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq) or done):
                     row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
                 log.log(row)
                 line = console_line(row, CONSOLE_KEYS)
@@ -223,7 +223,8 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
                              f"[{row['eval/ci95_low']:.0%}, {row['eval/ci95_high']:.0%}]")
                 (bar.write if cfg.progress else logger.info)(line)
                 window_start, window_steps = time.perf_counter(), 0
-            elif cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq):
+                timers.seconds = dict.fromkeys(timers.seconds, 0.0)  # shares per log window
+            elif cfg.eval.n_episodes > 0 and cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq):
                 log.log({"env_steps": now, **evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post)})
 
             if _crossed(before, now, cfg.save_freq) or done:

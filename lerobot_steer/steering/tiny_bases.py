@@ -179,3 +179,25 @@ def save_base(policy, pre, post, folder: Path) -> Path:
     pre.save_pretrained(folder)
     post.save_pretrained(folder)
     return folder
+
+
+def sim_state_diffusion(**overrides):
+    """A random-weight diffusion base shaped for the SO-101 sim's state observations, as `make demo`
+    trains it: joints (6) + block/bowl poses (10) in, joint targets (6) out, normalized with the arm's
+    joint range (so its random chunks stay plausible in the sim). (policy, preprocessor, postprocessor).
+
+    `overrides` are DiffusionConfig fields; the defaults are the demo's sizes (U-Net 64-128-256,
+    horizon 16, 8 executed steps, 2 observation steps, DDIM 10 steps).
+    """
+    from lerobot_steer.sim.units import JOINT_LIMITS_LEROBOT
+
+    limits = torch.as_tensor(JOINT_LIMITS_LEROBOT, dtype=torch.float32)
+    low, high = limits[:, 0], limits[:, 1]
+    joints = {"min": low, "max": high, "mean": (low + high) / 2, "std": (high - low) / 4, "q01": low, "q99": high}
+    poses = {"min": -torch.ones(10), "max": torch.ones(10), "mean": torch.zeros(10), "std": torch.ones(10),
+             "q01": -torch.ones(10), "q99": torch.ones(10)}
+    inputs = {STATE: PolicyFeature(FeatureType.STATE, (6,)), ENV: PolicyFeature(FeatureType.ENV, (10,))}
+    sizes = dict(horizon=16, n_action_steps=8, down_dims=(64, 128, 256), kernel_size=5, n_groups=8,
+                 diffusion_step_embed_dim=128, num_inference_steps=10)
+    sizes.update(overrides)
+    return tiny_diffusion(inputs, action_dim=6, stats={STATE: joints, ENV: poses, ACTION: joints}, **sizes)

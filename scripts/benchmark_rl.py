@@ -1,0 +1,92 @@
+"""Throughput of the whole online loop (`lerobot-steer-rl`) on this machine's CPU, and where it goes.
+
+Goal (issue: online RL): >= 300 env steps/s for `dsrl` with a state-based diffusion base on 2 cores,
+and near-linear scaling in `n_envs` until the cores are used. For reference, LeRobot's own actor runs
+gym-hil at about 1 step/s here with images, and the research log we started from reports 3 steps/s.
+
+What runs: the real loop (`lerobot_steer.rl.train.train`) in this process, on the SO-101 sim with state
+observations, steering a random-weight diffusion base of the demo's size (U-Net 64-128-256, horizon 16,
+8 executed steps, DDIM 10 steps; latency does not depend on the weights) with DSRL's default networks
+(3 x 256). Each configuration prefills, then trains; the figure is the env-steps/s of the training
+window only (after prefill), with the loop's own breakdown: physics (env.step incl. the sim's
+bookkeeping), inference (preprocessing + actor + base decode for acting), updates (gradient steps),
+other (buffer, checkpoints). Checkpoints and evaluation are off.
+
+    python scripts/benchmark_rl.py [--n_envs 1 2 4 8] [--steps 4096] [--variants sac na] [--threads 2]
+
+Read the ratios if the machine is shared (the load average is printed).
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import torch
+
+from lerobot_steer.policies.dsrl import DSRLConfig
+from lerobot_steer.rl.config import OnlineEvalConfig, SteerRLConfig
+from lerobot_steer.rl.train import train
+from lerobot_steer.sim.env_config import SO101SimEnvConfig
+from lerobot_steer.steering.tiny_bases import save_base, sim_state_diffusion
+
+GOAL = 300.0
+
+
+def run(base: Path, out: Path, variant: str, n_envs: int, steps: int, prefill: int, utd: float, batch: int) -> dict:
+    cfg = SteerRLConfig(
+        policy=DSRLConfig(base_policy_path=str(base), device="cpu", variant=variant),
+        env=SO101SimEnvConfig(obs_type="state"), n_envs=n_envs, steps=prefill + steps, prefill_steps=prefill,
+        utd_ratio=utd, batch_size=batch, log_freq=prefill + steps if steps <= prefill else prefill, save_freq=10**9,
+        eval=OnlineEvalConfig(n_episodes=0), output_dir=out, progress=False,
+    )
+    t0 = time.perf_counter()
+    row = train(cfg)
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n_envs", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--variants", nargs="+", default=["sac", "na"], choices=["sac", "na"])
+    parser.add_argument("--na_n_envs", type=int, default=8, help="DSRL-NA (slow updates) only at this n_envs")
+    parser.add_argument("--steps", type=int, default=4096, help="training env steps after prefill")
+    parser.add_argument("--prefill", type=int, default=512)
+    parser.add_argument("--utd", type=float, default=0.5, help="gradient steps per chunk transition")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        base = save_base(*sim_state_diffusion(), Path(tmp) / "base")
+        print(f"load average before: {os.getloadavg()[0]:.2f}; torch threads: {torch.get_num_threads()}")
+        for variant in args.variants:
+            for n in args.n_envs if variant == "sac" else [args.na_n_envs]:
+                # The prefill must fill a first batch (one transition per env per 8-step chunk).
+                prefill = max(args.prefill, 8 * -(-args.batch_size // n))
+                row = run(base, Path(tmp) / f"{variant}_{n}", variant, n, args.steps, prefill, args.utd, args.batch_size)
+                results.append((variant, n, row))
+                print(f"dsrl-{variant} n_envs={n}: {row['env_steps_per_s']:.0f} env steps/s, "
+                      f"{row['updates']} updates", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
+
+    print(f"| variant | n_envs | env steps/s | x n_envs=1 | physics | inference | updates | other | goal >= {GOAL:.0f} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    single = {v: r["env_steps_per_s"] for v, n, r in results if n == 1}
+    for variant, n, row in results:
+        sps = row["env_steps_per_s"]
+        scale = f"{sps / single[variant]:.2f}x" if variant in single else "-"
+        shares = [f"{row[f'time_share/{k}']:.0%}" for k in ("physics", "inference", "updates", "other")]
+        print(f"| dsrl-{variant} | {n} | {sps:.0f} | {scale} | {' | '.join(shares)} | {'yes' if sps >= GOAL else 'no'} |")
+    print(f"\n(training window only; utd {args.utd} gradient steps per chunk transition, batch {args.batch_size})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Learning curves: base only vs `dsrl` vs fixed-lambda VGD vs `dyna_vgd`, same seeds, same env budget.
+
+From one base diffusion checkpoint (trained by lerobot-train on expert sim data), each method is
+fine-tuned online by `lerobot-steer-rl` for `--steps` env steps with every seed, evaluated every
+`--eval_every` env steps on the same fixed evaluation seeds, and the script writes:
+
+* `learning_curves.png`: eval success rate vs env steps, mean over seeds with the min-max band;
+* `results.md` / `results.json`: the final success rate per method (mean, std over seeds, each
+  seed's value) and the command line that produced them.
+
+"base only" is the base policy itself (LeRobot's own DiffusionPolicy, N(0, I) noise) evaluated on the
+same evaluation episodes: it does not learn, so it is a flat reference line.
+
+Methods (all over the same frozen base; see README for the flags):
+* dsrl: DSRL-SAC (critic on the noise; the online variant of the paper), actor and critics 3 x 256;
+* vgd: dyna_vgd with --policy.guidance_mode=fixed (value-guided denoising at strength lambda_base);
+* dyna_vgd: dyna_vgd with the uncertainty-adaptive strength.
+
+Each run is a normal `lerobot-steer-rl` run (its own metrics.csv and checkpoints under
+`<output_dir>/<method>/seed<k>/`); an interrupted script resumes the runs that have a checkpoint
+and skips those that finished.
+
+    python scripts/learning_curves.py --base <pretrained_model> [--seeds 0 1 2] [--steps 20000]
+"""
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+BIN = Path(sys.executable).parent
+METHODS = ("base", "dsrl", "vgd", "dyna_vgd")
+LABELS = {"base": "base only", "dsrl": "DSRL (SAC)", "vgd": "VGD (fixed lambda)", "dyna_vgd": "Dynamic VGD"}
+
+
+def method_flags(method: str, args) -> list[str]:
+    if method == "dsrl":
+        return ["--policy.type=dsrl", "--policy.variant=sac", f"--utd_ratio={args.dsrl_utd}",
+                f"--batch_size={args.dsrl_batch}"]
+    guidance = ["--policy.type=dyna_vgd", f"--policy.guidance_scale={args.guidance_scale}",
+                f"--utd_ratio={args.vgd_utd}", f"--batch_size={args.vgd_batch}"]
+    return guidance + ["--policy.guidance_mode=" + ("fixed" if method == "vgd" else "dynamic")]
+
+
+def run_method(method: str, seed: int, args, out: Path) -> None:
+    run_dir = out / method / f"seed{seed}"
+    last = run_dir / "checkpoints" / "last" / "training_state" / "training_step.json"
+    if last.is_file() and json.loads(last.read_text())["env_steps"] >= args.steps:
+        print(f"{method} seed {seed}: done earlier", flush=True)
+        return
+    common = [f"--policy.base_policy_path={args.base}", "--policy.device=cpu", "--env.type=so101_sim",
+              "--env.obs_type=state", f"--env.reward_type={args.reward_type}", f"--n_envs={args.n_envs}",
+              f"--steps={args.steps}", f"--prefill_steps={args.prefill}", f"--eval.freq={args.eval_every}",
+              f"--eval.n_episodes={args.eval_episodes}", f"--eval.batch_size={args.eval_episodes}",
+              f"--log_freq={args.eval_every}", f"--save_freq={args.eval_every}", f"--seed={seed}", "--progress=false"]
+    if last.is_file():
+        cmd = [str(BIN / "lerobot-steer-rl"), "--resume=true", f"--output_dir={run_dir}", f"--steps={args.steps}"]
+    else:
+        cmd = [str(BIN / "lerobot-steer-rl"), *method_flags(method, args), *common, f"--output_dir={run_dir}"]
+    print(f"{method} seed {seed}: $ {shlex.join(cmd)}", flush=True)
+    with open(out / f"{method}_seed{seed}.log", "a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["env_steps"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+
+
+def base_success(args, out: Path) -> float:
+    """The base alone on the evaluation episodes (seeds 100000, ... as the runs' evaluations), through
+    lerobot-steer-eval. It does not learn and its evaluation is seeded, so one evaluation is the line."""
+    report = out / "base" / "eval_report.json"
+    if not report.is_file():
+        cmd = [str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{args.base}]", "--env.obs_type=state",
+               f"--env.reward_type={args.reward_type}", f"--n_episodes={args.eval_episodes}",
+               f"--batch_size={args.eval_episodes}", "--seed=100000", "--videos.first=0", "--progress=false",
+               f"--output_dir={report.parent}"]
+        print(f"base: $ {shlex.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return float(json.loads(report.read_text())["checkpoints"][0]["summary"]["success_rate"])
+
+
+def plot(curves: dict[str, dict[int, list[tuple[int, float]]]], base: list[float], args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if base:
+        mean = statistics.fmean(base)
+        ax.axhline(mean, color="grey", linestyle="--", label=f"{LABELS['base']} ({mean:.0%})")
+    for method, by_seed in curves.items():
+        steps = sorted(set.intersection(*(set(s for s, _ in c) for c in by_seed.values())))
+        if not steps:
+            continue
+        values = [[dict(c)[s] for c in by_seed.values()] for s in steps]
+        mean = [statistics.fmean(v) for v in values]
+        line = ax.plot(steps, mean, marker="o", markersize=3, label=f"{LABELS[method]} (n={len(by_seed)} seeds)")[0]
+        ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"eval success rate ({args.eval_episodes} episodes)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("SO-101 sim pick-and-place: online fine-tuning of a diffusion base")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True, help="diffusion checkpoint (pretrained_model folder)")
+    parser.add_argument("--output_dir", default="outputs/learning_curves")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=20_000, help="env steps per run")
+    parser.add_argument("--prefill", type=int, default=2_000)
+    parser.add_argument("--eval_every", type=int, default=4_000)
+    parser.add_argument("--eval_episodes", type=int, default=20)
+    parser.add_argument("--n_envs", type=int, default=8)
+    parser.add_argument("--reward_type", default="sparse", choices=["sparse", "dense"])
+    parser.add_argument("--dsrl_utd", type=float, default=0.5)
+    parser.add_argument("--dsrl_batch", type=int, default=256)
+    parser.add_argument("--vgd_utd", type=float, default=0.125, help="VGD updates decode at s': costlier")
+    parser.add_argument("--vgd_batch", type=int, default=64)
+    parser.add_argument("--guidance_scale", type=float, default=0.1)
+    args = parser.parse_args()
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    curves: dict[str, dict[int, list]] = {}
+    base: list[float] = []
+    if "base" in args.methods:
+        base.append(base_success(args, out))
+    for method in args.methods:
+        for seed in args.seeds if method != "base" else []:
+            run_method(method, seed, args, out)
+            curves.setdefault(method, {})[seed] = eval_curve(out / method / f"seed{seed}")
+
+    plot(curves, base, args, out / "learning_curves.png")
+    table = {"command": shlex.join([sys.executable, *sys.argv]), "methods": {}}
+    lines = [f"Final eval success rate after {args.steps} env steps ({args.eval_episodes} eval episodes, seeds "
+             f"{args.seeds}, {args.reward_type} reward):", "", "| method | mean | std | per seed |", "|---|---|---|---|"]
+    finals = {"base": base} if base else {}
+    finals.update({m: [c[-1][1] for c in by_seed.values() if c] for m, by_seed in curves.items()})
+    for method, values in finals.items():
+        if not values:
+            continue
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        table["methods"][method] = {"mean": statistics.fmean(values), "std": std, "per_seed": values}
+        lines.append(f"| {LABELS[method]} | {statistics.fmean(values):.0%} | {std:.0%} | "
+                     f"{', '.join(f'{v:.0%}' for v in values)} |")
+    lines += ["", f"Command: `{table['command']}`"]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(table, indent=2))
+    print("\n".join(lines))
+    print(f"\nplot: {out / 'learning_curves.png'}")
+
+
+if __name__ == "__main__":
+    main()

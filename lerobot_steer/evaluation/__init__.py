@@ -3,7 +3,8 @@ comparison needs (success with a 95 % Wilson interval, failure taxonomy, paired 
 
 One job per module: `stats` (intervals, summaries, paired test), `checks` (policy vs env features),
 `loading` (checkpoint -> policy + processors), `baselines` (scripted reference policies),
-`rollout` (seeded lock-step episodes on a vector env), `video` (captioned MP4s), `report` (JSON,
+`rollout` (seeded lock-step episodes on a vector env), `video` (captioned MP4s), `trails` (predicted
+chunks drawn as end-effector trails, base vs steered), `report` (JSON,
 markdown, bar chart), `cli` (the command).
 """
 

@@ -3,6 +3,9 @@
     lerobot-steer-eval --policy_paths='[outputs/train/a/checkpoints/last/pretrained_model,builtin:expert]' \
         --env.obs_type=state --n_episodes=50 --batch_size=4 --videos.first=2 --videos.failures=3
 
+`--videos.trails=true` draws every predicted action chunk into the videos as the gripper path it
+leads to (base vs steered for dsrl / dyna_vgd checkpoints; see `trails.py`).
+
 Every `PickPlaceConfig` option is an `--env.<name>` flag (the `so101_sim` env of `lerobot-eval`).
 All checkpoints are loaded and checked against the env before the first rollout, so a mismatch in
 the third checkpoint does not surface after an hour of evaluating the first two.

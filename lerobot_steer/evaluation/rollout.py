@@ -54,11 +54,19 @@ class PolicyUnderTest:
         obs = self.preprocessor(self.env_preprocessor(obs))
         with torch.inference_mode():
             action = self.policy.select_action(obs)
-        action = self.env_postprocessor({ACTION: self.postprocessor(action)})[ACTION]
-        action = action.to("cpu").numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
         if action.ndim != 2:
-            raise ValueError(f"select_action must return (batch, action_dim); got shape {action.shape}")
-        return action
+            raise ValueError(f"select_action must return (batch, action_dim); got shape {tuple(action.shape)}")
+        return self.to_env_units(action)
+
+    def to_env_units(self, actions: torch.Tensor) -> np.ndarray:
+        """Policy-space actions (..., action_dim) -> env units, through the policy's postprocessor and
+        the env's (as `act` does; a chunk (B, T, action_dim) is processed as B x T actions)."""
+        shape = tuple(actions.shape)
+        flat = actions.reshape(-1, shape[-1])
+        with torch.inference_mode():
+            flat = self.env_postprocessor({ACTION: self.postprocessor(flat)})[ACTION]
+        flat = flat.to("cpu").numpy() if isinstance(flat, torch.Tensor) else np.asarray(flat)
+        return flat.reshape(*shape[:-1], flat.shape[-1])
 
 
 @dataclass
@@ -113,7 +121,12 @@ def render_rows(vec: gym.vector.VectorEnv, rows: Sequence[int]) -> dict[int, np.
 
 
 class EpisodeRecorder:
-    """What `run_episodes` calls to record videos (see `video.VideoRecorder`); the default records nothing."""
+    """What `run_episodes` calls to record videos (see `video.VideoRecorder`); the default records nothing.
+
+    `trails = True` asks `run_episodes` to draw the predicted chunks' end-effector trails into the
+    recorded frames (see `trails.TrailOverlay`)."""
+
+    trails: bool = False
 
     def wants(self, index: int) -> bool:
         return False
@@ -139,7 +152,11 @@ def run_episodes(
     batch_size = max(1, min(batch_size, len(seeds)))
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(seeds), desc=put.label, unit="ep", disable=not progress, mininterval=1.0)
-    vec = None
+    vec = trails = None
+    if recorder.trails and any(recorder.wants(i) for i in range(len(seeds))):
+        from .trails import TrailOverlay
+
+        trails = TrailOverlay(put, env_cfg, seed=int(seeds[0]))
     try:
         for start in range(0, len(seeds), batch_size):
             batch_seeds = list(seeds[start : start + batch_size])
@@ -147,27 +164,34 @@ def run_episodes(
                 if vec is not None:
                     vec.close()
                 vec = make_vector_env(env_cfg, len(batch_seeds), use_async_envs)
-            results += _run_batch(put, vec, env_cfg, batch_seeds, start, recorder, bar)
+            results += _run_batch(put, vec, env_cfg, batch_seeds, start, recorder, bar, trails)
             successes = sum(r.success for r in results)
             bar.set_postfix(success=f"{successes}/{len(results)}")
     finally:
         bar.close()
+        if trails is not None:
+            trails.close()
         if vec is not None:
             vec.close()
     return results
 
 
-def _run_batch(put, vec, env_cfg, seeds, first_index, recorder, bar) -> list[EpisodeResult]:
+def _run_batch(put, vec, env_cfg, seeds, first_index, recorder, bar, trails=None) -> list[EpisodeResult]:
     n = len(seeds)
     indices = [first_index + i for i in range(n)]
     recorded = [i for i in range(n) if recorder.wants(indices[i])]
     for i in recorded:
         recorder.start(indices[i], seeds[i])
+    if trails is not None and recorded:
+        trails.start_batch()
+        render = trails.render
+    else:
+        trails, render = None, render_rows
 
     if hasattr(put.policy, "reset"):
         put.policy.reset()  # a fresh episode for every env of the batch (queues, latent state)
     obs, _ = vec.reset(seed=list(seeds), options={NEW_ROLLOUT_OPTION: True})
-    for i, img in render_rows(vec, recorded).items():
+    for i, img in render(vec, recorded).items():
         recorder.frame(indices[i], img, 0)
     tasks = list(vec.call("task_description"))
 
@@ -179,8 +203,10 @@ def _run_batch(put, vec, env_cfg, seeds, first_index, recorder, bar) -> list[Epi
     max_steps = int(env_cfg.episode_length)
     while not done.all() and int(steps.max(initial=0)) < max_steps + 1:
         action = put.act(obs, tasks)
-        obs, reward, terminated, truncated, info = vec.step(action)
         live = ~done
+        if trails is not None:  # forecast a new chunk from the state it starts in, before stepping
+            trails.after_act(vec, [i for i in recorded if live[i]])
+        obs, reward, terminated, truncated, info = vec.step(action)
         steps[live] += 1
         returns[live] += np.asarray(reward)[live]
         success = _info_array(info, "is_success", n, False)
@@ -191,7 +217,7 @@ def _run_batch(put, vec, env_cfg, seeds, first_index, recorder, bar) -> list[Epi
                 first_success[i] = int(steps[i])
             if ended[i]:
                 outcomes[i] = failure[i] or (SUCCESS if first_success[i] else TIMEOUT)
-        for i, img in render_rows(vec, [i for i in recorded if live[i]]).items():
+        for i, img in render(vec, [i for i in recorded if live[i]]).items():
             recorder.frame(indices[i], img, int(steps[i]))
         done |= ended
         bar.update(int(ended.sum()))

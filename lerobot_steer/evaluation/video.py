@@ -1,4 +1,5 @@
-"""Captioned MP4s of chosen episodes: the first N of each checkpoint, and optionally its failures.
+"""Captioned MP4s of chosen episodes: the first N of each checkpoint, and optionally its failures,
+optionally with the predicted chunks drawn as end-effector trails (`--videos.trails=true`, `trails.py`).
 
 Which episodes fail is only known at their end, so asking for failures records every episode to a
 temporary file (streamed with PyAV, never held in memory) and keeps only the chosen ones. Each frame
@@ -23,11 +24,16 @@ from .rollout import EpisodeRecorder, EpisodeResult
 @dataclass
 class VideoConfig:
     """`--videos.first=N` records episodes 0..N-1 of each checkpoint; `--videos.failures=M` also keeps
-    its first M failed episodes (this renders every episode, so it is slower)."""
+    its first M failed episodes (this renders every episode, so it is slower). `--videos.overlay`
+    captions the frames. `--videos.trails=true` draws each predicted action chunk as the gripper path
+    it leads to (forward-simulated in a copy of the sim state), and for a steering checkpoint the
+    base's unsteered chunk beside it, with a legend (see `trails.py`); it costs one short simulation
+    per chunk and recorded episode, and nothing in episodes that are not recorded."""
 
     first: int = 2
     failures: int = 0
     overlay: bool = True
+    trails: bool = False
     hold_seconds: float = 1.0
 
 
@@ -73,6 +79,7 @@ class VideoRecorder(EpisodeRecorder):
 
     def __init__(self, config: VideoConfig, videos_dir: Path, label: str, fps: int):
         self.config, self.label, self.fps = config, label, fps
+        self.trails = config.trails
         self.dir = Path(videos_dir) / "".join(c if c.isalnum() or c in "-_.@" else "_" for c in label)
         self._writers: dict[int, Mp4Writer] = {}
         self._last: dict[int, tuple[np.ndarray, int]] = {}

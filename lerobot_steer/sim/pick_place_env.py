@@ -13,6 +13,7 @@ The action is the absolute joint-position target (6,) in the same units, as `so1
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -302,6 +303,27 @@ class SO101PickPlaceEnv(gym.Env):
         self._release_outcome, self._success_seen = state["release_outcome"], bool(state["success_seen"])
         self._n_clipped = int(state["n_clipped"])
         self.np_random.bit_generator.state = state["np_random"]
+
+    def forecast_gripper_path(self, actions) -> np.ndarray:
+        """Gripper-site positions (T + 1, 3), in metres in the world frame, if the action chunk
+        `actions` (T, 6), in LeRobot units, were executed from the current state: where the gripper
+        is now, then where it is after each action (as `gripper_position()` reads it after `step`).
+
+        Simulated in a copy of the MuJoCo state (`mj_copyData`: positions, velocities, controls,
+        actuator states, solver warm start, time), so the episode, its counters and its random
+        generator are untouched. Actions are clipped to the joint limits as `step` clips them, and
+        the path stops before the first non-finite action.
+        """
+        actions = np.asarray(actions, dtype=np.float64).reshape(-1, 6)
+        data = copy.copy(self.data)
+        path = [data.site_xpos[self._gripper_site].copy()]
+        for action in actions:
+            if not np.isfinite(action.sum()):
+                break
+            data.ctrl[self._act_ids] = lerobot_to_radians(np.minimum(np.maximum(action, _LOW), _HIGH))
+            mujoco.mj_step(self.model, data, nstep=self.config.physics_substeps)
+            path.append(data.site_xpos[self._gripper_site].copy())
+        return np.stack(path)
 
     # ---------------------------------------------------------------- task state
     def joint_positions(self) -> np.ndarray:

@@ -97,7 +97,7 @@ def main() -> None:
     if not (rl_done.exists() and json.loads(rl_done.read_text())["env_steps"] >= args.rl_steps):
         resume = ["--resume=true", f"--output_dir={online}", f"--steps={args.rl_steps}"] if rl_done.exists() else [
             "--policy.type=dsrl", "--policy.variant=sac", f"--policy.base_policy_path={checkpoint}",
-            "--policy.device=cpu", *ENV_FLAGS, "--n_envs=4", f"--steps={args.rl_steps}",
+            "--policy.device=cpu", *ENV_FLAGS, "--n_envs=4", "--batch_size=128", f"--steps={args.rl_steps}",
             f"--prefill_steps={min(1000, args.rl_steps // 2)}", f"--eval.freq={max(args.rl_steps // 2, 1)}",
             "--eval.n_episodes=4", "--eval.batch_size=4", f"--log_freq={max(args.rl_steps // 8, 1)}",
             f"--save_freq={max(args.rl_steps // 2, 1)}", f"--seed={args.seed}", "--progress=false",

@@ -68,9 +68,9 @@ def run_method(method: str, seed: int, args, out: Path) -> None:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
+def eval_curve(run_dir: Path, key: str = "eval/success_rate") -> list[tuple[int, float]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["env_steps"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+    return [(r["env_steps"], r[key]) for r in rows if key in r]
 
 
 def base_success(args, out: Path) -> float:
@@ -84,33 +84,36 @@ def base_success(args, out: Path) -> float:
                f"--output_dir={report.parent}"]
         print(f"base: $ {shlex.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return float(json.loads(report.read_text())["checkpoints"][0]["summary"]["success_rate"])
+    summary = json.loads(report.read_text())["checkpoints"][0]["summary"]
+    return float(summary["success_rate"]), float(summary["mean_return"])
 
 
-def plot(curves: dict[str, dict[int, list[tuple[int, float]]]], base: list[float], args, path: Path) -> None:
+def plot(curves: dict, base: tuple[float, float] | None, args, path: Path) -> None:
+    """Two panels: eval success rate and eval return vs env steps (mean over seeds, min-max band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    if base:
-        mean = statistics.fmean(base)
-        ax.axhline(mean, color="grey", linestyle="--", label=f"{LABELS['base']} ({mean:.0%})")
-    for method, by_seed in curves.items():
-        steps = sorted(set.intersection(*(set(s for s, _ in c) for c in by_seed.values())))
-        if not steps:
-            continue
-        values = [[dict(c)[s] for c in by_seed.values()] for s in steps]
-        mean = [statistics.fmean(v) for v in values]
-        line = ax.plot(steps, mean, marker="o", markersize=3, label=f"{LABELS[method]} (n={len(by_seed)} seeds)")[0]
-        ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel(f"eval success rate ({args.eval_episodes} episodes)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("SO-101 sim pick-and-place: online fine-tuning of a diffusion base")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=120)
+    for ax, index, ylabel in ((axes[0], 0, "eval success rate"), (axes[1], 1, f"eval return ({args.reward_type} reward)")):
+        if base is not None:
+            ax.axhline(base[index], color="grey", linestyle="--", label=f"{LABELS['base']} ({base[index]:.2g})")
+        for method, by_seed in curves.items():
+            series = [c[index] for c in by_seed.values()]
+            steps = sorted(set.intersection(*(set(s for s, _ in c) for c in series))) if series else []
+            if not steps:
+                continue
+            values = [[dict(c)[s] for c in series] for s in steps]
+            mean = [statistics.fmean(v) for v in values]
+            line = ax.plot(steps, mean, marker="o", markersize=3, label=f"{LABELS[method]} ({len(series)} seeds)")[0]
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"{ylabel}, {args.eval_episodes} episodes")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[0].set_ylim(-0.02, 1.02)
+    fig.suptitle("SO-101 sim pick-and-place: online fine-tuning of one diffusion base (mean, min-max over seeds)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -137,28 +140,31 @@ def main() -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    curves: dict[str, dict[int, list]] = {}
-    base: list[float] = []
-    if "base" in args.methods:
-        base.append(base_success(args, out))
+    curves: dict[str, dict[int, tuple[list, list]]] = {}
+    base = base_success(args, out) if "base" in args.methods else None
     for method in args.methods:
         for seed in args.seeds if method != "base" else []:
             run_method(method, seed, args, out)
-            curves.setdefault(method, {})[seed] = eval_curve(out / method / f"seed{seed}")
+            run_dir = out / method / f"seed{seed}"
+            curves.setdefault(method, {})[seed] = (eval_curve(run_dir), eval_curve(run_dir, "eval/mean_return"))
 
     plot(curves, base, args, out / "learning_curves.png")
     table = {"command": shlex.join([sys.executable, *sys.argv]), "methods": {}}
     lines = [f"Final eval success rate after {args.steps} env steps ({args.eval_episodes} eval episodes, seeds "
-             f"{args.seeds}, {args.reward_type} reward):", "", "| method | mean | std | per seed |", "|---|---|---|---|"]
-    finals = {"base": base} if base else {}
-    finals.update({m: [c[-1][1] for c in by_seed.values() if c] for m, by_seed in curves.items()})
-    for method, values in finals.items():
+             f"{args.seeds}, {args.reward_type} reward):", "",
+             "| method | success mean | std | per seed | eval return mean |", "|---|---|---|---|---|"]
+    finals = {"base": ([base[0]], [base[1]])} if base else {}
+    for method, by_seed in curves.items():
+        runs = [c for c in by_seed.values() if c[0]]
+        finals[method] = ([c[0][-1][1] for c in runs], [c[1][-1][1] for c in runs])
+    for method, (values, returns) in finals.items():
         if not values:
             continue
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        table["methods"][method] = {"mean": statistics.fmean(values), "std": std, "per_seed": values}
+        table["methods"][method] = {"mean": statistics.fmean(values), "std": std, "per_seed": values,
+                                    "eval_return_mean": statistics.fmean(returns)}
         lines.append(f"| {LABELS[method]} | {statistics.fmean(values):.0%} | {std:.0%} | "
-                     f"{', '.join(f'{v:.0%}' for v in values)} |")
+                     f"{', '.join(f'{v:.0%}' for v in values)} | {statistics.fmean(returns):.2f} |")
     lines += ["", f"Command: `{table['command']}`"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(table, indent=2))

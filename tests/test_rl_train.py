@@ -37,7 +37,7 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_dsrl_online_run_logs_evaluates_and_checkpoints(state_checkpoint, tmp_path):
+def test_dsrl_online_run_logs_evaluates_and_checkpoints(state_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "dsrl"
     rl_cli("dsrl", state_checkpoint, out, "--steps=96", "--log_freq=32", "--save_freq=64", "--eval.freq=64")
     with open(out / "metrics.csv") as f:
@@ -72,6 +72,24 @@ def test_dsrl_online_run_logs_evaluates_and_checkpoints(state_checkpoint, tmp_pa
     policy = DSRLPolicy.from_pretrained(ckpt / "pretrained_model")  # --policy.path loading, base from base_policy/
     weights = load_file(str(ckpt / "pretrained_model" / "model.safetensors"))
     torch.testing.assert_close(policy.actor.state_dict()["head.mu.weight"], weights["actor.head.mu.weight"])
+
+    # What --policy.push_to_hub=true uploads (the upload itself needs the Hub): a folder that reloads
+    # as the same policy, with a model card naming the steered base and the online run.
+    import draccus
+    from huggingface_hub import ModelCard
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot_steer.rl.config import SteerRLConfig
+    from lerobot_steer.rl.hub import write_upload_folder
+
+    monkeypatch.setattr(ModelCard, "validate", lambda self, *a, **k: None)  # asks the Hub; offline here
+    with draccus.config_type("json"):
+        cfg = draccus.parse(SteerRLConfig, config_path=ckpt / "pretrained_model" / "train_config.json", args=[])
+    pre, post = make_pre_post_processors(policy.config, pretrained_path=str(ckpt / "pretrained_model"))
+    folder = write_upload_folder(cfg, policy, pre, post, tmp_path / "upload", counters)
+    card = (folder / "README.md").read_text()
+    assert "Steered base policy" in card and "96 env steps" in card
+    again = DSRLPolicy.from_pretrained(folder)
+    torch.testing.assert_close(again.actor.state_dict()["head.mu.weight"], weights["actor.head.mu.weight"])
 
 
 def test_resume_after_kill_matches_the_uninterrupted_run(state_checkpoint, tmp_path):
@@ -129,7 +147,8 @@ def test_resume_without_a_checkpoint_names_the_fix(tmp_path):
     assert "train_config.json does not exist" in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("flag,message", [("--policy.type=diffusion", "steer it"), ("--utd_ratio=0", "--utd_ratio")])
+@pytest.mark.parametrize("flag,message", [("--policy.type=diffusion", "steer it"), ("--utd_ratio=0", "--utd_ratio"),
+                                          ("--policy.push_to_hub=true", "--policy.repo_id")])
 def test_bad_options_are_refused_with_the_flag_named(state_checkpoint, tmp_path, flag, message):
     cmd = [BIN / "lerobot-steer-rl", f"--policy.base_policy_path={state_checkpoint}", "--policy.type=dsrl", flag,
            f"--output_dir={tmp_path / 'run'}", "--steps=8"]

@@ -45,6 +45,7 @@ from .acting import SteeringActor
 from .checkpoint import TRAIN_CONFIG_NAME, last_checkpoint, load_training_state, save_checkpoint, save_config
 from .chunk_rollout import ChunkCollector
 from .config import SteerRLConfig
+from .hub import push_policy, push_requested
 from .metrics_log import MetricsLog, console_line
 from .replay_buffer import ChunkReplayBuffer
 
@@ -133,6 +134,7 @@ def evaluate(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_pre, e
 def train(cfg: SteerRLConfig) -> dict[str, Any]:
     """Run (or resume) one online training run; returns the last logged row."""
     cfg.validate()
+    push = push_requested(cfg)  # before any work: a push without a repo id fails now, not at the end
     set_seed(cfg.seed)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     resume_from = last_checkpoint(cfg.output_dir) if cfg.resume else None
@@ -237,6 +239,8 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
         bar.close()
         envs.close()
         log.close()
+    if push:
+        logger.info("Uploaded to the Hub: %s", push_policy(cfg, policy, preprocessor, postprocessor, counters))
     return row
 
 

@@ -9,7 +9,10 @@ fine-tuned online by `lerobot-steer-rl` for `--steps` env steps with every seed,
   seed's value) and the command line that produced them.
 
 "base only" is the base policy itself (LeRobot's own DiffusionPolicy, N(0, I) noise) evaluated on the
-same evaluation episodes: it does not learn, so it is a flat reference line.
+same evaluation episodes: it does not learn, so it is a flat reference line. A second flat line, "base,
+zero noise", decodes every chunk from the all-zero initial noise. It separates two effects in DSRL's
+curve: DSRL evaluates with its actor's mean noise, which starts near zero, and a weak diffusion base
+is often much better from its noise distribution's mode than from random draws.
 
 Methods (all over the same frozen base; see README for the flags):
 * dsrl: DSRL-SAC (critic on the noise; the online variant of the paper), actor and critics 3 x 256;
@@ -36,7 +39,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 BIN = Path(sys.executable).parent
 METHODS = ("base", "dsrl", "vgd", "dyna_vgd")
-LABELS = {"base": "base only", "dsrl": "DSRL (SAC)", "vgd": "VGD (fixed lambda)", "dyna_vgd": "Dynamic VGD"}
+LABELS = {"base": "base only", "base_zero_noise": "base, zero noise", "dsrl": "DSRL (SAC)", "vgd": "VGD (fixed lambda)", "dyna_vgd": "Dynamic VGD"}
 
 
 def method_flags(method: str, args) -> list[str]:
@@ -88,7 +91,42 @@ def base_success(args, out: Path) -> float:
     return float(summary["success_rate"]), float(summary["mean_return"])
 
 
-def plot(curves: dict, base: tuple[float, float] | None, args, path: Path) -> None:
+def base_zero_noise(args, out: Path) -> tuple[float, float]:
+    """The base decoding every chunk from zero initial noise, on the same evaluation episodes."""
+    result = out / "base_zero_noise.json"
+    if not result.is_file():
+        import torch
+
+        from lerobot_steer.evaluation.loading import load_policy
+        from lerobot_steer.evaluation.rollout import run_episodes
+        from lerobot_steer.evaluation.stats import summarize
+        from lerobot_steer.sim.env_config import SO101SimEnvConfig
+
+        env = SO101SimEnvConfig(obs_type="state", reward_type=args.reward_type)
+        put = load_policy(args.base, env, "cpu", label="base, zero noise")
+        base = put.policy
+
+        class ZeroNoise:
+            """select_action of the base with `noise=0` (LeRobot's ActionSelectKwargs)."""
+
+            def reset(self):
+                base.reset()
+
+            def select_action(self, batch):
+                n = next(v for k, v in batch.items() if k.startswith("observation.")).shape[0]
+                c = base.config
+                return base.select_action(batch, noise=torch.zeros(n, c.horizon, c.action_feature.shape[0]))
+
+        put.policy = ZeroNoise()
+        episodes = run_episodes(put, env, list(range(100_000, 100_000 + args.eval_episodes)),
+                                batch_size=args.eval_episodes, progress=False)
+        summary = summarize(episodes)
+        result.write_text(json.dumps({"success_rate": summary.success_rate, "mean_return": summary.mean_return}))
+    data = json.loads(result.read_text())
+    return data["success_rate"], data["mean_return"]
+
+
+def plot(curves: dict, base: tuple[float, float] | None, args, path: Path, zero: tuple[float, float] | None = None) -> None:
     """Two panels: eval success rate and eval return vs env steps (mean over seeds, min-max band)."""
     import matplotlib
 
@@ -99,6 +137,8 @@ def plot(curves: dict, base: tuple[float, float] | None, args, path: Path) -> No
     for ax, index, ylabel in ((axes[0], 0, "eval success rate"), (axes[1], 1, f"eval return ({args.reward_type} reward)")):
         if base is not None:
             ax.axhline(base[index], color="grey", linestyle="--", label=f"{LABELS['base']} ({base[index]:.2g})")
+        if zero is not None:
+            ax.axhline(zero[index], color="black", linestyle=":", label=f"base, zero noise ({zero[index]:.2g})")
         for method, by_seed in curves.items():
             series = [c[index] for c in by_seed.values()]
             steps = sorted(set.intersection(*(set(s for s, _ in c) for c in series))) if series else []
@@ -142,18 +182,19 @@ def main() -> None:
 
     curves: dict[str, dict[int, tuple[list, list]]] = {}
     base = base_success(args, out) if "base" in args.methods else None
+    zero = base_zero_noise(args, out) if "base" in args.methods else None
     for method in args.methods:
         for seed in args.seeds if method != "base" else []:
             run_method(method, seed, args, out)
             run_dir = out / method / f"seed{seed}"
             curves.setdefault(method, {})[seed] = (eval_curve(run_dir), eval_curve(run_dir, "eval/mean_return"))
 
-    plot(curves, base, args, out / "learning_curves.png")
+    plot(curves, base, args, out / "learning_curves.png", zero)
     table = {"command": shlex.join([sys.executable, *sys.argv]), "methods": {}}
     lines = [f"Final eval success rate after {args.steps} env steps ({args.eval_episodes} eval episodes, seeds "
              f"{args.seeds}, {args.reward_type} reward):", "",
              "| method | success mean | std | per seed | eval return mean |", "|---|---|---|---|---|"]
-    finals = {"base": ([base[0]], [base[1]])} if base else {}
+    finals = {"base": ([base[0]], [base[1]]), "base_zero_noise": ([zero[0]], [zero[1]])} if base else {}
     for method, by_seed in curves.items():
         runs = [c for c in by_seed.values() if c[0]]
         finals[method] = ([c[0][-1][1] for c in runs], [c[1][-1][1] for c in runs])

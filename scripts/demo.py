@@ -103,11 +103,16 @@ def main() -> None:
             f"--save_freq={max(args.rl_steps // 2, 1)}", f"--seed={args.seed}", "--progress=false",
             f"--output_dir={online}"]
         run([str(BIN / "lerobot-steer-rl"), *resume], out / "rl.log", show=("env_steps:", "checkpoint:", "Resuming"))
+    from lerobot_steer.rl.plots import plot_learning_curves, run_curves
+
+    curve = plot_learning_curves({"DSRL-SAC": {"run": run_curves(online)}}, online / "learning_curve.png",
+                                 references={"base (lerobot-eval)": (overall["pc_success"] / 100, float("nan"))},
+                                 title="make demo: online DSRL fine-tuning of the diffusion base")
 
     print(f"[5/5] lerobot-steer-eval base vs fine-tuned ({args.compare_episodes} episodes, same seeds) -> {compare}")
     shutil.rmtree(compare, ignore_errors=True)
     run([str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{checkpoint},{tuned}]", "--env.obs_type=state",
-         f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1",
+         f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1", "--videos.trails=true",
          "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))
 
     minutes = (time.perf_counter() - t0) / 60
@@ -117,7 +122,7 @@ def main() -> None:
     print(f"diffusion policy      : {args.train_steps} training steps -> {checkpoint}")
     print(f"policy success        : {overall['pc_success']:.0f}% over {overall['n_episodes']} episodes "
           f"(videos in {evaluation / 'videos'})")
-    print(f"online DSRL           : {args.rl_steps} env steps -> {tuned} (curves: {online / 'metrics.csv'})")
+    print(f"online DSRL           : {args.rl_steps} env steps -> {tuned} (curve {curve}, metrics {online / 'metrics.csv'})")
     print(f"base vs fine-tuned    : {compare / 'results.md'} (chart {compare / 'success_rates.png'}, videos {compare / 'videos'})")
     print(f"total                 : {minutes:.1f} min\n")
     print((compare / "results.md").read_text())

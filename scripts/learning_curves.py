@@ -37,6 +37,8 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from lerobot_steer.rl.plots import plot_learning_curves, run_curves
+
 BIN = Path(sys.executable).parent
 METHODS = ("base", "dsrl", "vgd", "dyna_vgd")
 LABELS = {"base": "base only", "base_zero_noise": "base, zero noise", "dsrl": "DSRL (SAC)", "vgd": "VGD (fixed lambda)", "dyna_vgd": "Dynamic VGD"}
@@ -69,11 +71,6 @@ def run_method(method: str, seed: int, args, out: Path) -> None:
     print(f"{method} seed {seed}: $ {shlex.join(cmd)}", flush=True)
     with open(out / f"{method}_seed{seed}.log", "a") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
-
-
-def eval_curve(run_dir: Path, key: str = "eval/success_rate") -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["env_steps"], r[key]) for r in rows if key in r]
 
 
 def base_success(args, out: Path) -> float:
@@ -126,39 +123,6 @@ def base_zero_noise(args, out: Path) -> tuple[float, float]:
     return data["success_rate"], data["mean_return"]
 
 
-def plot(curves: dict, base: tuple[float, float] | None, args, path: Path, zero: tuple[float, float] | None = None) -> None:
-    """Two panels: eval success rate and eval return vs env steps (mean over seeds, min-max band)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=120)
-    for ax, index, ylabel in ((axes[0], 0, "eval success rate"), (axes[1], 1, f"eval return ({args.reward_type} reward)")):
-        if base is not None:
-            ax.axhline(base[index], color="grey", linestyle="--", label=f"{LABELS['base']} ({base[index]:.2g})")
-        if zero is not None:
-            ax.axhline(zero[index], color="black", linestyle=":", label=f"base, zero noise ({zero[index]:.2g})")
-        for method, by_seed in curves.items():
-            series = [c[index] for c in by_seed.values()]
-            steps = sorted(set.intersection(*(set(s for s, _ in c) for c in series))) if series else []
-            if not steps:
-                continue
-            values = [[dict(c)[s] for c in series] for s in steps]
-            mean = [statistics.fmean(v) for v in values]
-            line = ax.plot(steps, mean, marker="o", markersize=3, label=f"{LABELS[method]} ({len(series)} seeds)")[0]
-            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(f"{ylabel}, {args.eval_episodes} episodes")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-    axes[0].set_ylim(-0.02, 1.02)
-    fig.suptitle("SO-101 sim pick-and-place: online fine-tuning of one diffusion base (mean, min-max over seeds)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="diffusion checkpoint (pretrained_model folder)")
@@ -187,9 +151,13 @@ def main() -> None:
         for seed in args.seeds if method != "base" else []:
             run_method(method, seed, args, out)
             run_dir = out / method / f"seed{seed}"
-            curves.setdefault(method, {})[seed] = (eval_curve(run_dir), eval_curve(run_dir, "eval/mean_return"))
+            curves.setdefault(method, {})[seed] = run_curves(run_dir)
 
-    plot(curves, base, args, out / "learning_curves.png", zero)
+    refs = {}
+    if base is not None:
+        refs = {LABELS["base"]: base, LABELS["base_zero_noise"]: zero}
+    plot_learning_curves({LABELS[m]: c for m, c in curves.items()}, out / "learning_curves.png", references=refs,
+                         ylabel_suffix=f"{args.eval_episodes} episodes", reward_type=args.reward_type)
     table = {"command": shlex.join([sys.executable, *sys.argv]), "methods": {}}
     lines = [f"Final eval success rate after {args.steps} env steps ({args.eval_episodes} eval episodes, seeds "
              f"{args.seeds}, {args.reward_type} reward):", "",

@@ -166,3 +166,20 @@ def test_dyna_vgd_online_run_logs_the_guidance_components(state_checkpoint, tmp_
         assert name in row, f"{name} not logged"
     assert 0 < row["w_local"] <= 1 and 0 < row["w_global"] <= 1
     assert row["updates"] > 0 and "eval/success_rate" not in row  # --eval.n_episodes=0 turns evaluation off
+
+
+def test_policy_path_continues_from_trained_weights(state_checkpoint, tmp_path):
+    """`--policy.path=<checkpoint>` starts a new run (fresh counters and buffer) from the trained networks."""
+    first = tmp_path / "first"
+    rl_cli("dsrl", state_checkpoint, first, "--steps=64", "--save_freq=64", "--eval.n_episodes=0")
+    trained = first / "checkpoints" / "last" / "pretrained_model"
+    second = tmp_path / "second"
+    run_cli([BIN / "lerobot-steer-rl", f"--policy.path={trained}", *FAST, "--steps=16", "--prefill_steps=1000",
+             "--save_freq=16", "--eval.n_episodes=0", f"--output_dir={second}"], cwd=tmp_path)
+    counters = json.loads((second / "checkpoints" / "last" / "training_state" / "training_step.json").read_text())
+    assert counters["env_steps"] == 16 and counters["updates"] == 0  # prefill only: the networks are untouched
+    a = load_file(str(trained / "model.safetensors"))
+    b = load_file(str(second / "checkpoints" / "last" / "pretrained_model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

@@ -104,8 +104,7 @@ class ChunkTap:
         chunk = self._original(batch, *args, **kwargs)
         if self.kind == "dsrl":  # what the base does unsteered: its own prior, from a private stream
             noise = adapter.sample_noise(chunk.shape[0], generator=self._generator)
-        history = {k.removeprefix("frames."): v for k, v in adapter.history_state().items() if k.startswith("frames.")}
-        base = adapter.sample({**obs, **history}, noise)[:, : chunk.shape[1]]
+        base = adapter.sample({**obs, **adapter.history_frames()}, noise)[:, : chunk.shape[1]]
         self._new = {POLICY: chunk.detach(), BASE: base.detach()}
         return chunk
 

@@ -121,8 +121,7 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
     save_file(flat, str(state_dir / "collector.safetensors"))
     (state_dir / "envs.json").write_text(json.dumps(collector_state["sim_states"]))
     history = policy.adapter.history_state()
-    save_file({k: v.contiguous() for k, v in history.items()} or {"empty": torch.zeros(0)},
-              str(state_dir / "base_history.safetensors"))
+    save_file({k: v.contiguous() for k, v in history.items()}, str(state_dir / "base_history.safetensors"))
     (state_dir / COUNTERS_FILE).write_text(json.dumps({**counters, "actor_mode": actor.mode}, indent=2))
 
     if final.exists():
@@ -158,7 +157,7 @@ def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayB
         "sim_states": json.loads((state_dir / "envs.json").read_text()),
     })
     history = load_file(str(state_dir / "base_history.safetensors"))
-    policy.adapter.load_history_state({k: v for k, v in history.items() if k != "empty"})
+    policy.adapter.load_history_state(history)
     counters = json.loads((state_dir / COUNTERS_FILE).read_text())
     actor.mode = counters.pop("actor_mode")
     load_rng_state(state_dir)  # last: nothing above may draw random numbers after it

@@ -18,6 +18,7 @@ the exact-resume checkpoints (`checkpoint.py`). Run `lerobot-steer-rl --help` fo
 
 import logging
 import math
+import sys
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -174,6 +175,7 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
 
     bar = tqdm(total=cfg.steps, initial=counters["env_steps"], unit="step", desc=f"{cfg.policy.type} online",
                disable=not cfg.progress, mininterval=2.0)
+    say = bar.write if cfg.progress else logger.info
     try:
         while counters["env_steps"] < cfg.steps:
             before = counters["env_steps"]
@@ -204,6 +206,7 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
                         counters["update_debt"] -= algo_utd
             now = counters["env_steps"]
             done = now >= cfg.steps
+            eval_due = cfg.eval.n_episodes > 0 and (done or _crossed(before, now, cfg.eval.freq))
 
             if _crossed(before, now, cfg.log_freq) or done:
                 elapsed = time.perf_counter() - window_start
@@ -216,17 +219,17 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
                 row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
                 row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
                 row.update(timers.shares())
-                if cfg.eval.n_episodes > 0 and (cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq) or done):
+                if eval_due:
                     row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
                 log.log(row)
                 line = console_line(row, CONSOLE_KEYS)
                 if "eval/success_rate" in row:
                     line += (f" | eval success {row['eval/success_rate']:.0%} "
                              f"[{row['eval/ci95_low']:.0%}, {row['eval/ci95_high']:.0%}]")
-                (bar.write if cfg.progress else logger.info)(line)
+                say(line)
                 window_start, window_steps = time.perf_counter(), 0
                 timers.seconds = dict.fromkeys(timers.seconds, 0.0)  # shares per log window
-            elif cfg.eval.n_episodes > 0 and cfg.eval.freq > 0 and _crossed(before, now, cfg.eval.freq):
+            elif eval_due:
                 log.log({"env_steps": now, **evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post)})
 
             if _crossed(before, now, cfg.save_freq) or done:
@@ -234,7 +237,7 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
                     path = save_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
                                            algorithm=algorithm, buffer=buffer, collector=collector, actor=actor,
                                            counters={**counters, "recent_episodes": list(recent)})
-                bar.write(f"checkpoint: {path}") if cfg.progress else logger.info("checkpoint: %s", path)
+                say(f"checkpoint: {path}")
     finally:
         bar.close()
         envs.close()
@@ -252,8 +255,6 @@ def train_cli(cfg: SteerRLConfig) -> None:
 def _resume_config(cfg: SteerRLConfig) -> SteerRLConfig:
     """`--resume=true --output_dir=<run>`: the run's saved config, with this command line's other
     flags applied on top (e.g. a larger --steps)."""
-    import sys
-
     if not cfg.resume or cfg.output_dir is None:
         return cfg
     saved = Path(cfg.output_dir) / TRAIN_CONFIG_NAME
@@ -266,8 +267,6 @@ def _resume_config(cfg: SteerRLConfig) -> SteerRLConfig:
 
 def main() -> None:
     from lerobot.utils.utils import init_logging
-
-    import lerobot_steer  # noqa: F401  (registers the policy, algorithm and env types)
 
     init_logging()
     train_cli()

@@ -260,6 +260,10 @@ class BasePolicyAdapter(nn.Module):
         """Forget the observation history of all environments, or of those where `done` is True."""
         self._history.reset(done)
 
+    def history_frames(self) -> dict[str, Tensor]:
+        """The current observation histories, key -> (B, n_obs_steps, ...) (empty before any step)."""
+        return self._history.frames
+
     def history_state(self) -> dict[str, Tensor]:
         """The per-environment observation history as tensors (checkpoints of online runs)."""
         return self._history.state_dict()

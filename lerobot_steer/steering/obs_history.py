@@ -109,6 +109,11 @@ class ObservationHistory:
         self._fresh = torch.zeros(batch_size, dtype=torch.bool)
         return out
 
+    @property
+    def frames(self) -> dict[str, Tensor]:
+        """The remembered histories, key -> (B, n_obs_steps, ...) (empty before the first push)."""
+        return dict(self._frames)
+
     def state_dict(self) -> dict[str, Tensor]:
         """The remembered frames and fresh flags as flat tensors (for checkpoints of online runs)."""
         if not self._frames:

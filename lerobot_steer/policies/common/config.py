@@ -139,6 +139,16 @@ class FrozenBaseConfig(PreTrainedConfig):
         return [k + self.n_exec for k in self.current_obs_offsets]
 
     @property
+    def current_obs_positions(self) -> list[int]:
+        """Where the chunk-start history sits along the time dim of a delta-indexed observation."""
+        return [self.observation_delta_indices.index(o) for o in self.current_obs_offsets]
+
+    @property
+    def next_obs_positions(self) -> list[int]:
+        """Where the chunk-end history sits along the time dim of a delta-indexed observation."""
+        return [self.observation_delta_indices.index(o) for o in self.next_obs_offsets]
+
+    @property
     def observation_delta_indices(self) -> list[int]:
         # One list for every observation key: the current history and the chunk-end history.
         return sorted(set(self.current_obs_offsets) | set(self.next_obs_offsets))

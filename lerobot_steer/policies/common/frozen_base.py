@@ -179,9 +179,7 @@ class FrozenBasePolicyMixin:
         reward stops there, it executed fewer steps, and `episode_end` says whether it terminated.
         """
         c = self.config
-        deltas = c.observation_delta_indices
-        cur = [deltas.index(o) for o in c.current_obs_offsets]
-        nxt = [deltas.index(o) for o in c.next_obs_offsets]
+        cur, nxt = c.current_obs_positions, c.next_obs_positions
         obs, next_obs, end_pad = {}, {}, None
         for key, value in observations(batch).items():
             pad = batch.get(f"{key}_is_pad")
@@ -259,18 +257,19 @@ class FrozenBasePolicyMixin:
         part of `model.safetensors` like any trained network, and there is no `base_policy/`."""
         return bool(getattr(self.config, "trains_base", False))
 
+    def _in_model_file(self, key: str) -> bool:
+        """Whether a state-dict entry belongs in `model.safetensors` (a frozen base lives in `base_policy/`)."""
+        return self.trains_base or not key.startswith(BASE_PREFIX)
+
     def trained_state_dict(self) -> dict[str, Tensor]:
         """Everything but a frozen base (which is saved once, in `base_policy/`)."""
-        return {k: v for k, v in self.state_dict().items() if self.trains_base or not k.startswith(BASE_PREFIX)}
+        return {k: v for k, v in self.state_dict().items() if self._in_model_file(k)}
 
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
         save_directory = Path(save_directory)
         self.config._save_pretrained(save_directory)
         tensors = state_dict if state_dict is not None else self.state_dict()
-        tensors = {
-            k: v.detach().cpu().contiguous() for k, v in tensors.items()
-            if self.trains_base or not k.startswith(BASE_PREFIX)
-        }
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if self._in_model_file(k)}
         save_file(tensors, str(save_directory / SAFETENSORS_FILE))
         if self.trains_base:
             return
@@ -311,7 +310,7 @@ class FrozenBasePolicyMixin:
         except Exception as e:
             raise CheckpointError(f"{model_file} is missing or not a readable safetensors file ({e})") from e
         missing, unexpected = model.load_state_dict(tensors, strict=False)
-        missing = [k for k in missing if model.trains_base or not k.startswith(BASE_PREFIX)]
+        missing = [k for k in missing if model._in_model_file(k)]
         if missing or unexpected:
             raise CheckpointError(
                 f"{model_file} does not match this {cls.name} config: missing {missing[:5]}, unexpected {unexpected[:5]}"

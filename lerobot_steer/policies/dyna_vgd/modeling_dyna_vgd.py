@@ -155,8 +155,7 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     def bc_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """What LeRobot's diffusion loss reads: the current observation history (B, n_obs_steps, ...),
         the `horizon` actions from -(n_obs_steps - 1) and their padding mask."""
-        c = self.config
-        current = [c.observation_delta_indices.index(o) for o in c.current_obs_offsets]
+        current = self.config.current_obs_positions
         out = {}
         for key, value in observations(batch).items():
             out[key] = value[:, current] if f"{key}_is_pad" in batch else value

@@ -208,7 +208,7 @@ def test_so101_sim_time_limit_chunks():
         assert s.length == 7 and s.truncated and not s.terminated and not s.success
         assert s.failure == "never_picked_up"
         assert s.episode_return == pytest.approx(float(b1.reward[s.env_index] + b2.reward[s.env_index]), rel=1e-5)
-    assert (b1.reward > 0).all()  # dense reward: the sums are not trivially zero
+    assert (b1.reward != 0).all()  # dense reward: the potential changes as the arm settles
 
 
 # ------------------------------------------------------------------------------------ buffer

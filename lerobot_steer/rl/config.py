@@ -40,7 +40,11 @@ class OnlineEvalConfig:
     batch_size: int = 10
     seed: int = 100_000
     use_async_envs: bool = False
-    deterministic: bool = True  # dsrl: act with the actor's mean noise
+    # dsrl: False samples the noise actor (as the reference evaluates and as the saved policy acts in
+    # lerobot-eval); True acts with its mean noise. also_deterministic adds the other mode's numbers
+    # under `eval_deterministic/...`.
+    deterministic: bool = False
+    also_deterministic: bool = False
 
 
 @dataclass
@@ -57,7 +61,10 @@ class SteerRLConfig:
     steps: env steps in total (all envs together). prefill_steps: env steps acting with the base
         on N(0, I) noise before the first update (the prior the base was trained on).
     utd_ratio: gradient steps per collected chunk transition (one transition = one executed chunk
-        of one env).
+        of one env). None: the method's default (`default_utd_ratio`): DSRL-SAC 4 (the references
+        make 5 on robomimic: utd 20 per step of 4 envs), DSRL-NA 0.5 and (Dynamic) VGD 0.25, whose
+        every gradient step decodes the base (twice for NA) and would otherwise cap a CPU run at
+        a few env steps per second.
     batch_size / buffer_capacity: replay batch size and capacity (in chunk transitions).
     save_freq / log_freq: in env steps. Checkpoints land in `output_dir/checkpoints/<env step>/`.
     """
@@ -68,8 +75,8 @@ class SteerRLConfig:
     n_envs: int = 8
     async_envs: bool = False
     steps: int = 20_000
-    prefill_steps: int = 2_000
-    utd_ratio: float = 0.5
+    prefill_steps: int = 5_000
+    utd_ratio: float | None = None
     batch_size: int = 256
     buffer_capacity: int = 100_000
     eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
@@ -107,6 +114,8 @@ class SteerRLConfig:
         for name in ("n_envs", "steps", "batch_size", "buffer_capacity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.utd_ratio is None:
+            self.utd_ratio = default_utd_ratio(self.policy)
         if self.utd_ratio <= 0:
             raise ValueError(f"--utd_ratio must be > 0 (gradient steps per chunk transition), got {self.utd_ratio}")
         if self.prefill_steps < 0:
@@ -128,3 +137,10 @@ class SteerRLConfig:
     def __get_path_fields__(cls) -> list[str]:
         """`--policy.path` is resolved in validate() (LeRobot's parser filters it out first)."""
         return ["policy"]
+
+
+def default_utd_ratio(policy: PreTrainedConfig) -> float:
+    """Gradient steps per chunk transition when --utd_ratio is not given (see SteerRLConfig)."""
+    if policy.type == "dsrl":
+        return 4.0 if policy.variant == "sac" else 0.5
+    return 0.25

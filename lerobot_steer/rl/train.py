@@ -103,12 +103,24 @@ def build(cfg: SteerRLConfig):
 
 
 def evaluate(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_pre, env_post) -> dict[str, Any]:
+    """`eval/...` in the configured mode and, with `eval.also_deterministic` on a policy that has a
+    deterministic mode, `eval_deterministic/...` in the other one."""
+    row = evaluate_mode(cfg, policy, preprocessor, postprocessor, env_pre, env_post, cfg.eval.deterministic)
+    if cfg.eval.also_deterministic and getattr(policy.config, "deterministic_actions", None) is not None:
+        other = evaluate_mode(cfg, policy, preprocessor, postprocessor, env_pre, env_post, not cfg.eval.deterministic)
+        prefix = "eval_sampled/" if cfg.eval.deterministic else "eval_deterministic/"
+        row.update({prefix + k.removeprefix("eval/"): v for k, v in other.items()})
+    return row
+
+
+def evaluate_mode(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_pre, env_post,
+                  deterministic_mode: bool) -> dict[str, Any]:
     """Success rate (Wilson 95 % CI), outcomes and returns on the fixed eval seeds, without disturbing
     the training envs' observation history or the policy's train mode."""
     history, was_training = policy.adapter.history_state(), policy.training
     deterministic = getattr(policy.config, "deterministic_actions", None)
     if deterministic is not None:
-        policy.config.deterministic_actions = cfg.eval.deterministic
+        policy.config.deterministic_actions = deterministic_mode
     policy.eval()
     try:
         put = PolicyUnderTest(label=policy.name, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,

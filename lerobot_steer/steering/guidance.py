@@ -94,7 +94,9 @@ class ValueGuide:
             for actions normalized to [-1, 1]), None to leave it.
 
     After a decode, `stats()` holds the means over guided steps and samples of `lambda` (the
-    effective step lambda_i), `w_local`, `w_global`, `guidance_weight` and `sigma_q`.
+    effective step lambda_i), `w_local`, `w_global`, `guidance_weight`, `sigma_q`, and what the
+    shift did: `guidance_action_shift` (mean |x0_g - x0_hat| in normalized action units),
+    `guidance_q_gain` (Q(x0_g) - Q(x0_hat), the reference's delta_q) and `guidance_grad_norm`.
     """
 
     def __init__(
@@ -142,9 +144,13 @@ class ValueGuide:
         guided = action + lam.view(-1, *([1] * (action.dim() - 1))) * grad
         if self.action_clip is not None:
             guided = guided.clamp(-self.action_clip, self.action_clip)
+        with torch.no_grad():  # what guidance bought: the critic's value after minus before the shift
+            q_gain = reduce_q(self.critic(guided), self.q_reduce) - reduce_q(q, self.q_reduce)
         self._record(
             **{"lambda": lam.mean(), "w_local": w_local.mean(), "w_global": w_global.mean(),
-               "guidance_weight": weight.mean(), "sigma_q": sigma.mean()}
+               "guidance_weight": weight.mean(), "sigma_q": sigma.mean(),
+               "guidance_q_gain": q_gain.mean(), "guidance_action_shift": (guided - action).abs().mean(),
+               "guidance_grad_norm": grad.flatten(1).norm(dim=1).mean()}
         )
         return guided - action
 

@@ -34,7 +34,14 @@ class FrozenBaseConfig(PreTrainedConfig):
         num_inference_steps: denoising steps of the base (None: the base's own; a DDPM diffusion
             base is switched to 10 deterministic DDIM steps).
         n_action_steps: executed steps per chunk (None: the base's n_action_steps; may be fewer).
-        discount: gamma per env step; a chunk of k executed steps is discounted by gamma^k.
+        discount: gamma per executed chunk (the DSRL/VGD reference convention: one decision per
+            chunk, so 0.99 is a horizon of about 100 chunks, 800 env steps at 8 steps per chunk). A
+            chunk cut short by an episode end after k of its n steps is discounted by gamma^(k/n).
+        reward_offset: the critics learn from r - reward_offset per env step (robomimic's "r - 1",
+            as the DSRL/VGD references): with a sparse success reward every step costs until the
+            task is done, so a faster success is worth more, and the value scale (tens to hundreds)
+            is the one the reference temperature, guidance strength and Dynamic VGD constants were
+            tuned for. 0 learns from the env's reward as it is.
 
     Critics: an ensemble of `n_critics` MLP heads (hidden_dims, Linear -> LayerNorm -> activation)
         over (encoded observation, executed chunk), Polyak-averaged targets with rate `tau`,
@@ -58,6 +65,7 @@ class FrozenBaseConfig(PreTrainedConfig):
     num_inference_steps: int | None = None
     n_action_steps: int | None = None
     discount: float = 0.99
+    reward_offset: float = 1.0
 
     # Critics
     tau: float = 0.005

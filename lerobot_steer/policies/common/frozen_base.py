@@ -249,6 +249,16 @@ class FrozenBasePolicyMixin:
         index = episodes.reshape(b).long().clamp(0, table.numel() - 1)
         return table[index]
 
+    # ------------------------------------------------------------------------- what the critics learn
+
+    def learning_reward(self, t: ChunkTransitions) -> Tensor:
+        """The chunk reward the critics learn from: the env's sum minus `reward_offset` per executed step."""
+        return t.reward - self.config.reward_offset * t.n_steps
+
+    def discount_exponent(self, t: ChunkTransitions) -> Tensor:
+        """gamma is per chunk: a full chunk is discounted once, one cut short after k of n steps by gamma^(k/n)."""
+        return t.n_steps / self.config.n_exec
+
     # ------------------------------------------------------------------------------- checkpoints
 
     @property

@@ -201,8 +201,8 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
                     raise ValueError("DSRL-SAC transitions need the noise that produced each chunk (t.noise)")
                 next_action, action = next_pi.action, t.noise
         loss_q, m = critic_td_loss(
-            self.critic, self.critic_target, t.obs, action, t.reward, t.next_obs, next_action, t.terminated,
-            gamma=c.discount, n_steps=t.n_steps, next_log_prob=next_pi.log_prob, alpha=alpha.detach(),
+            self.critic, self.critic_target, t.obs, action, self.learning_reward(t), t.next_obs, next_action, t.terminated,
+            gamma=c.discount, n_steps=self.discount_exponent(t), next_log_prob=next_pi.log_prob, alpha=alpha.detach(),
             backup_entropy=c.backup_entropy, q_reduce=c.q_reduce,
         )
         metrics.update(m)

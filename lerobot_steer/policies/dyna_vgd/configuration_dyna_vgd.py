@@ -69,6 +69,15 @@ class DynaVGDConfig(FrozenBaseConfig):
         guided_action_clip: clamp the guided clean action to [-clip, clip] (the reference's 1.0 for
             MIN_MAX-normalized actions); None leaves it (right for MEAN_STD-normalized VLA actions).
         guide_actions: False acts with the unguided base (critic still trained), e.g. to measure it.
+        acting_noise: the initial noise of an acting decode: "tanh_gaussian" (tanh(N(0, I)), std
+            about 0.63, as the reference acts) or "gaussian" (N(0, I)). Compare a guided policy with
+            the base on the same noise: tanh(N(0, I)) alone already changes a weak base's success.
+
+    Scales: lambda_base, c_local and c_global are in the units of Q, i.e. of the learned reward
+        (see `reward_offset`). With the default r - 1 per step, Q spans about -800..0 like the
+        references' robomimic returns, and their values (lambda_base 0.005, C_local 5, C_global
+        100) apply; with reward_offset 0 and a 0/1 success reward, Q is about 100x smaller: scale
+        lambda_base up and C_local, C_global down by that factor.
 
     Critic training:
         td_target_clamp: clamp the TD target to [-c, c] (the reference's 400 = max |return|); None: off.
@@ -93,6 +102,7 @@ class DynaVGDConfig(FrozenBaseConfig):
     td_error_ema_decay: float = 0.95
     guided_action_clip: float | None = None
     guide_actions: bool = True
+    acting_noise: str = "tanh_gaussian"
 
     td_target_clamp: float | None = None
 
@@ -101,6 +111,7 @@ class DynaVGDConfig(FrozenBaseConfig):
         check_choice("base_mode", self.base_mode, BASE_MODES)
         check_choice("guidance_mode", self.guidance_mode, GUIDANCE_MODES)
         check_choice("guidance_anneal", self.guidance_anneal, ANNEALS)
+        check_choice("acting_noise", self.acting_noise, ("gaussian", "tanh_gaussian"))
         if self.guidance_last_k is not None and self.guidance_last_k < 1:
             raise ValueError(f"--policy.guidance_last_k must be >= 1 or null (every step), got {self.guidance_last_k}")
         if not 0 < self.weight_min <= self.weight_max:

@@ -201,7 +201,8 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
             chunk, stats = self.adapter.sample(obs, noise), {}
         zero = torch.zeros((), device=chunk.device)
         stats = {"lambda": zero, "w_local": zero + 1, "w_global": zero + 1, "guidance_weight": zero + 1,
-                 "sigma_q": zero, **stats}
+                 "sigma_q": zero, "guidance_q_gain": zero, "guidance_action_shift": zero,
+                 "guidance_grad_norm": zero, **stats}
         stats["lambda_base"] = zero + self.lambda_base
         stats["td_error_ema"] = self.td_error_ema.detach().clone()
         return chunk[:, : self.config.n_exec], stats
@@ -212,13 +213,15 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
         """Guided decode from `noise` (default: fresh N(0, I) of `adapter.noise_shape`), normalized.
 
-        Both the reference's acting noise tanh(N(0, I)) and its N(0, I) for TD targets exist; here
-        both use N(0, I), the prior the base was trained on (algorithms.md §8 pitfall 9). A policy
-        whose critics were never trained (bc mode without rewards) acts unguided.
+        The default noise follows `config.acting_noise`: tanh(N(0, I)) as the reference acts (its TD
+        targets decode plain N(0, I)), or N(0, I). A policy whose critics were never trained (bc
+        mode without rewards) acts unguided.
         """
         obs = observations(batch)
         if noise is None:
             noise = self.adapter.sample_noise(next(iter(obs.values())).shape[0])
+            if self.config.acting_noise == "tanh_gaussian":
+                noise = torch.tanh(noise)
         chunk, stats = self.guided_decode(obs, noise, guide=self.config.guide_actions and self.trains_critic)
         self.last_guidance_stats = metrics_to_floats(stats)
         return chunk
@@ -261,8 +264,8 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
             next_action, guidance = self.guided_decode(next_obs, noise)
         clamp = None if c.td_target_clamp is None else (-c.td_target_clamp, c.td_target_clamp)
         loss, metrics = critic_td_loss(
-            self.critic, self.critic_target, t.obs, t.action, t.reward, t.next_obs, next_action, t.terminated,
-            gamma=c.discount, n_steps=t.n_steps, next_log_prob=None, q_reduce=c.q_reduce, target_clamp=clamp,
+            self.critic, self.critic_target, t.obs, t.action, self.learning_reward(t), t.next_obs, next_action, t.terminated,
+            gamma=c.discount, n_steps=self.discount_exponent(t), next_log_prob=None, q_reduce=c.q_reduce, target_clamp=clamp,
         )
         self._last_td_error = metrics["td_error"]
         metrics.update(guidance)

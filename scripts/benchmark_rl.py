@@ -56,7 +56,8 @@ def main() -> None:
     parser.add_argument("--na_n_envs", type=int, default=8, help="DSRL-NA (slow updates) only at this n_envs")
     parser.add_argument("--steps", type=int, default=4096, help="training env steps after prefill")
     parser.add_argument("--prefill", type=int, default=512)
-    parser.add_argument("--utd", type=float, default=0.5, help="gradient steps per chunk transition")
+    parser.add_argument("--utd", type=float, default=None,
+                        help="gradient steps per chunk transition (default: each variant's lerobot-steer-rl default)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -85,7 +86,8 @@ def main() -> None:
         scale = f"{sps / single[variant]:.2f}x" if variant in single else "-"
         shares = [f"{row[f'time_share/{k}']:.0%}" for k in ("physics", "inference", "updates", "other")]
         print(f"| dsrl-{variant} | {n} | {sps:.0f} | {scale} | {' | '.join(shares)} | {'yes' if sps >= GOAL else 'no'} |")
-    print(f"\n(training window only; utd {args.utd} gradient steps per chunk transition, batch {args.batch_size})")
+    utd = "each variant's default" if args.utd is None else args.utd
+    print(f"\n(training window only; utd {utd} gradient steps per chunk transition, batch {args.batch_size})")
 
 
 if __name__ == "__main__":

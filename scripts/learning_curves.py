@@ -1,35 +1,30 @@
-"""Learning curves: base only vs `dsrl` vs fixed-lambda VGD vs `dyna_vgd`, same seeds, same env budget.
+"""Learning curves and final scores: steering methods against every free baseline of the same base.
 
-From one base diffusion checkpoint (trained by lerobot-train on expert sim data), each method is
-fine-tuned online by `lerobot-steer-rl` for `--steps` env steps with every seed, evaluated every
-`--eval_every` env steps on the same fixed evaluation seeds, and the script writes:
+From one base checkpoint (a diffusion policy trained by lerobot-train on expert sim data):
 
-* `learning_curves.png`: eval success rate vs env steps, mean over seeds with the min-max band;
-* `results.md` / `results.json`: the final success rate per method (mean, std over seeds, each
-  seed's value) and the command line that produced them.
+1. the free baselines, one `lerobot-steer-eval` on the final evaluation seeds: the base on N(0, I)
+   noise (what LeRobot runs), on zero noise and on tanh(N(0, I)) noise (`noise:<kind>:<base>`);
+2. each method, each seed: `lerobot-steer-rl` with its **defaults** (only the policy type, the base,
+   the env, the budget and the evaluation schedule are passed), evaluated every `--eval_every` env
+   steps on `--eval_episodes` fixed episodes;
+3. each run's final checkpoint on the final evaluation seeds, in both modes (sampled: the policy as
+   it acts in lerobot-eval; deterministic: the actor's mean noise, dsrl only), with Wilson 95 %
+   intervals and a paired McNemar test against each free baseline.
 
-"base only" is the base policy itself (LeRobot's own DiffusionPolicy, N(0, I) noise) evaluated on the
-same evaluation episodes: it does not learn, so it is a flat reference line. A second flat line, "base,
-zero noise", decodes every chunk from the all-zero initial noise. It separates two effects in DSRL's
-curve: DSRL evaluates with its actor's mean noise, which starts near zero, and a weak diffusion base
-is often much better from its noise distribution's mode than from random draws.
+Training envs use seeds from `--seed`; the periodic evaluation seeds start at 100000 and the final
+ones at `--final_seed` (default 200000), so no score comes from an episode a method trained on.
 
-Methods (all over the same frozen base; see README for the flags):
-* dsrl: DSRL-SAC (critic on the noise; the online variant of the paper), actor and critics 3 x 256;
-* vgd: dyna_vgd with --policy.guidance_mode=fixed (value-guided denoising at strength lambda_base);
-* dyna_vgd: dyna_vgd with the uncertainty-adaptive strength.
+Writes `learning_curves.png` (success vs env steps and vs wall-clock minutes), `results.md`,
+`results.json`. An interrupted script resumes its runs and skips finished work.
 
-Each run is a normal `lerobot-steer-rl` run (its own metrics.csv and checkpoints under
-`<output_dir>/<method>/seed<k>/`); an interrupted script resumes the runs that have a checkpoint
-and skips those that finished.
-
-    python scripts/learning_curves.py --base <pretrained_model> [--seeds 0 1 2] [--steps 20000]
+    python scripts/learning_curves.py --base <pretrained_model> --methods dsrl vgd dyna_vgd --seeds 0 1 2
 """
 
 import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,146 +32,140 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from lerobot_steer.evaluation.stats import paired_comparison, wilson_interval
 from lerobot_steer.rl.plots import plot_learning_curves, run_curves
 
 BIN = Path(sys.executable).parent
-METHODS = ("base", "dsrl", "vgd", "dyna_vgd")
-LABELS = {"base": "base only", "base_zero_noise": "base, zero noise", "dsrl": "DSRL (SAC)", "vgd": "VGD (fixed lambda)", "dyna_vgd": "Dynamic VGD"}
+METHODS = ("dsrl", "dsrl_na", "vgd", "dyna_vgd")
+BASELINES = ("gaussian", "zero", "tanh")
+LABELS = {"dsrl": "DSRL-SAC", "dsrl_na": "DSRL-NA", "vgd": "VGD", "dyna_vgd": "Dynamic VGD",
+          "gaussian": "base, N(0, I) noise", "zero": "base, zero noise", "tanh": "base, tanh(N(0, I)) noise"}
+POLICY_FLAGS = {"dsrl": ["--policy.type=dsrl", "--policy.variant=sac"], "dsrl_na": ["--policy.type=dsrl", "--policy.variant=na"],
+                "vgd": ["--policy.type=dyna_vgd", "--policy.guidance_mode=fixed"], "dyna_vgd": ["--policy.type=dyna_vgd"]}
 
 
-def method_flags(method: str, args) -> list[str]:
-    if method == "dsrl":
-        return ["--policy.type=dsrl", "--policy.variant=sac", f"--utd_ratio={args.dsrl_utd}",
-                f"--batch_size={args.dsrl_batch}"]
-    guidance = ["--policy.type=dyna_vgd", f"--policy.guidance_scale={args.guidance_scale}",
-                f"--utd_ratio={args.vgd_utd}", f"--batch_size={args.vgd_batch}"]
-    return guidance + ["--policy.guidance_mode=" + ("fixed" if method == "vgd" else "dynamic")]
-
-
-def run_method(method: str, seed: int, args, out: Path) -> None:
+def run_method(method: str, seed: int, args, out: Path) -> Path:
     run_dir = out / method / f"seed{seed}"
     last = run_dir / "checkpoints" / "last" / "training_state" / "training_step.json"
     if last.is_file() and json.loads(last.read_text())["env_steps"] >= args.steps:
-        print(f"{method} seed {seed}: done earlier", flush=True)
-        return
-    common = [f"--policy.base_policy_path={args.base}", "--policy.device=cpu", "--env.type=so101_sim",
-              "--env.obs_type=state", f"--env.reward_type={args.reward_type}", f"--n_envs={args.n_envs}",
-              f"--steps={args.steps}", f"--prefill_steps={args.prefill}", f"--eval.freq={args.eval_every}",
-              f"--eval.n_episodes={args.eval_episodes}", f"--eval.batch_size={args.eval_episodes}",
-              f"--log_freq={args.eval_every}", f"--save_freq={args.eval_every}", f"--seed={seed}", "--progress=false"]
+        return run_dir
     if last.is_file():
         cmd = [str(BIN / "lerobot-steer-rl"), "--resume=true", f"--output_dir={run_dir}", f"--steps={args.steps}"]
     else:
-        cmd = [str(BIN / "lerobot-steer-rl"), *method_flags(method, args), *common, f"--output_dir={run_dir}"]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cmd = [str(BIN / "lerobot-steer-rl"), *POLICY_FLAGS[method], f"--policy.base_policy_path={args.base}",
+               "--policy.device=cpu", "--env.type=so101_sim", "--env.obs_type=state", f"--steps={args.steps}",
+               f"--eval.freq={args.eval_every}", f"--eval.n_episodes={args.eval_episodes}",
+               f"--eval.batch_size={args.eval_episodes}", f"--log_freq={args.eval_every}",
+               f"--save_freq={args.eval_every}", f"--seed={seed}", "--progress=false", f"--output_dir={run_dir}",
+               *args.extra]
     print(f"{method} seed {seed}: $ {shlex.join(cmd)}", flush=True)
     with open(out / f"{method}_seed{seed}.log", "a") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return run_dir
 
 
-def base_success(args, out: Path) -> float:
-    """The base alone on the evaluation episodes (seeds 100000, ... as the runs' evaluations), through
-    lerobot-steer-eval. It does not learn and its evaluation is seeded, so one evaluation is the line."""
-    report = out / "base" / "eval_report.json"
+def deterministic_copy(checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint with `deterministic_actions: true` (links to the weights, a new config.json)."""
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        for item in checkpoint.iterdir():
+            if item.name != "config.json":
+                (folder / item.name).symlink_to(item.resolve())
+        config = json.loads((checkpoint / "config.json").read_text())
+        config["deterministic_actions"] = True
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def evaluate(paths: dict[str, str], args, folder: Path) -> dict[str, list[bool]]:
+    """Per-episode successes of each labelled policy on the final evaluation seeds (one lerobot-steer-eval)."""
+    report = folder / "eval_report.json"
     if not report.is_file():
-        cmd = [str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{args.base}]", "--env.obs_type=state",
-               f"--env.reward_type={args.reward_type}", f"--n_episodes={args.eval_episodes}",
-               f"--batch_size={args.eval_episodes}", "--seed=100000", "--videos.first=0", "--progress=false",
-               f"--output_dir={report.parent}"]
-        print(f"base: $ {shlex.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    summary = json.loads(report.read_text())["checkpoints"][0]["summary"]
-    return float(summary["success_rate"]), float(summary["mean_return"])
+        cmd = [str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{','.join(paths.values())}]", "--env.obs_type=state",
+               f"--n_episodes={args.final_episodes}", f"--batch_size={min(args.final_episodes, 50)}",
+               f"--seed={args.final_seed}", "--videos.first=0", "--progress=false", f"--output_dir={folder}"]
+        print(f"final evaluation: $ {shlex.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    checkpoints = json.loads(report.read_text())["checkpoints"]
+    return {label: [bool(e["success"]) for e in c["episodes"]] for label, c in zip(paths, checkpoints, strict=True)}
 
 
-def base_zero_noise(args, out: Path) -> tuple[float, float]:
-    """The base decoding every chunk from zero initial noise, on the same evaluation episodes."""
-    result = out / "base_zero_noise.json"
-    if not result.is_file():
-        import torch
+def describe(successes: list[bool]) -> dict:
+    n, k = len(successes), sum(successes)
+    lo, hi = wilson_interval(k, n)
+    return {"success_rate": k / n, "successes": k, "n": n, "ci95": [lo, hi]}
 
-        from lerobot_steer.evaluation.loading import load_policy
-        from lerobot_steer.evaluation.rollout import run_episodes
-        from lerobot_steer.evaluation.stats import summarize
-        from lerobot_steer.sim.env_config import SO101SimEnvConfig
 
-        env = SO101SimEnvConfig(obs_type="state", reward_type=args.reward_type)
-        put = load_policy(args.base, env, "cpu", label="base, zero noise")
-        base = put.policy
-
-        class ZeroNoise:
-            """select_action of the base with `noise=0` (LeRobot's ActionSelectKwargs)."""
-
-            def reset(self):
-                base.reset()
-
-            def select_action(self, batch):
-                n = next(v for k, v in batch.items() if k.startswith("observation.")).shape[0]
-                c = base.config
-                return base.select_action(batch, noise=torch.zeros(n, c.horizon, c.action_feature.shape[0]))
-
-        put.policy = ZeroNoise()
-        episodes = run_episodes(put, env, list(range(100_000, 100_000 + args.eval_episodes)),
-                                batch_size=args.eval_episodes, progress=False)
-        summary = summarize(episodes)
-        result.write_text(json.dumps({"success_rate": summary.success_rate, "mean_return": summary.mean_return}))
-    data = json.loads(result.read_text())
-    return data["success_rate"], data["mean_return"]
+def minutes_to(curve: list[tuple[float, float]], level: float) -> float | None:
+    return next((x for x, y in curve if y >= level), None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="diffusion checkpoint (pretrained_model folder)")
     parser.add_argument("--output_dir", default="outputs/learning_curves")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=["dsrl", "vgd", "dyna_vgd"], choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=20_000, help="env steps per run")
-    parser.add_argument("--prefill", type=int, default=2_000)
-    parser.add_argument("--eval_every", type=int, default=4_000)
-    parser.add_argument("--eval_episodes", type=int, default=20)
-    parser.add_argument("--n_envs", type=int, default=8)
-    parser.add_argument("--reward_type", default="sparse", choices=["sparse", "dense"])
-    parser.add_argument("--dsrl_utd", type=float, default=0.5)
-    parser.add_argument("--dsrl_batch", type=int, default=256)
-    parser.add_argument("--vgd_utd", type=float, default=0.125, help="VGD updates decode at s': costlier")
-    parser.add_argument("--vgd_batch", type=int, default=64)
-    parser.add_argument("--guidance_scale", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=100_000, help="env steps per run")
+    parser.add_argument("--eval_every", type=int, default=10_000)
+    parser.add_argument("--eval_episodes", type=int, default=20, help="episodes of each periodic evaluation")
+    parser.add_argument("--final_episodes", type=int, default=100, help="held-out episodes of the final evaluation")
+    parser.add_argument("--final_seed", type=int, default=200_000)
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every lerobot-steer-rl run")
     args = parser.parse_args()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    curves: dict[str, dict[int, tuple[list, list]]] = {}
-    base = base_success(args, out) if "base" in args.methods else None
-    zero = base_zero_noise(args, out) if "base" in args.methods else None
+    finals = evaluate({LABELS[k]: f"noise:{k}:{args.base}" for k in BASELINES}, args, out / "final_eval" / "baselines")
+    curves: dict[str, dict] = {}
+    wall: dict[str, dict] = {}
+    rows: dict[str, dict] = {}
     for method in args.methods:
-        for seed in args.seeds if method != "base" else []:
-            run_method(method, seed, args, out)
-            run_dir = out / method / f"seed{seed}"
-            curves.setdefault(method, {})[seed] = run_curves(run_dir)
+        for seed in args.seeds:
+            run_dir = run_method(method, seed, args, out)
+            curves.setdefault(LABELS[method], {})[seed] = run_curves(run_dir)
+            metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            by_step = {r["env_steps"]: r for r in metrics if "wall_minutes" in r}
+            curve = [(by_step[s]["wall_minutes"], v) for s, v in curves[LABELS[method]][seed][0] if s in by_step]
+            wall.setdefault(LABELS[method], {})[seed] = (curve, [])
+            last = run_dir / "checkpoints" / "last" / "pretrained_model"
+            paths = {"sampled": str(last)}
+            if method.startswith("dsrl"):
+                paths["deterministic"] = str(deterministic_copy(last, run_dir / "deterministic_model"))
+            scores = evaluate(paths, args, out / "final_eval" / f"{method}_seed{seed}")
+            rows[f"{method}/{seed}"] = {
+                "method": method, "seed": seed, "modes": {m: describe(s) for m, s in scores.items()},
+                "vs_baselines": {b: paired_comparison(finals[LABELS[b]], scores["sampled"]) for b in BASELINES},
+                "env_steps_to_90": minutes_to(curves[LABELS[method]][seed][0], 0.9),
+                "minutes_to_90": minutes_to(curve, 0.9),
+                "minutes": by_step[max(by_step)]["wall_minutes"] if by_step else None,
+            }
 
-    refs = {}
-    if base is not None:
-        refs = {LABELS["base"]: base, LABELS["base_zero_noise"]: zero}
-    plot_learning_curves({LABELS[m]: c for m, c in curves.items()}, out / "learning_curves.png", references=refs,
-                         ylabel_suffix=f"{args.eval_episodes} episodes", reward_type=args.reward_type)
-    table = {"command": shlex.join([sys.executable, *sys.argv]), "methods": {}}
-    lines = [f"Final eval success rate after {args.steps} env steps ({args.eval_episodes} eval episodes, seeds "
-             f"{args.seeds}, {args.reward_type} reward):", "",
-             "| method | success mean | std | per seed | eval return mean |", "|---|---|---|---|---|"]
-    finals = {"base": ([base[0]], [base[1]]), "base_zero_noise": ([zero[0]], [zero[1]])} if base else {}
-    for method, by_seed in curves.items():
-        runs = [c for c in by_seed.values() if c[0]]
-        finals[method] = ([c[0][-1][1] for c in runs], [c[1][-1][1] for c in runs])
-    for method, (values, returns) in finals.items():
-        if not values:
-            continue
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        table["methods"][method] = {"mean": statistics.fmean(values), "std": std, "per_seed": values,
-                                    "eval_return_mean": statistics.fmean(returns)}
-        lines.append(f"| {LABELS[method]} | {statistics.fmean(values):.0%} | {std:.0%} | "
-                     f"{', '.join(f'{v:.0%}' for v in values)} | {statistics.fmean(returns):.2f} |")
-    lines += ["", f"Command: `{table['command']}`"]
+    refs = {LABELS[b]: (describe(finals[LABELS[b]])["success_rate"], None) for b in BASELINES}
+    plot_learning_curves(curves, out / "learning_curves.png", references=refs, wall=wall,
+                         ylabel_suffix=f"{args.eval_episodes} episodes",
+                         title="SO-101 sim: online fine-tuning at default settings vs the base's free baselines")
+    lines = [f"Held-out final evaluation: {args.final_episodes} episodes (seeds {args.final_seed}+), Wilson 95 % "
+             f"intervals; runs of {args.steps} env steps at default settings; McNemar p against each free baseline.", "",
+             "| policy | seed | success (sampled) | 95 % CI | success (deterministic) | p vs N(0,I) / zero / tanh | "
+             "env steps to 90 % | minutes to 90 % | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    for b in BASELINES:
+        d = describe(finals[LABELS[b]])
+        lines.append(f"| {LABELS[b]} | - | {d['success_rate']:.0%} ({d['successes']}/{d['n']}) | "
+                     f"[{d['ci95'][0]:.0%}, {d['ci95'][1]:.0%}] | - | - | - | - | - |")
+    for row in rows.values():
+        s, det = row["modes"]["sampled"], row["modes"].get("deterministic")
+        ps = " / ".join(f"{row['vs_baselines'][b]['p_value']:.1g}" for b in BASELINES)
+        fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if isinstance(v, int) else f"{v:.1f}")  # noqa: E731
+        lines.append(f"| {LABELS[row['method']]} | {row['seed']} | {s['success_rate']:.0%} ({s['successes']}/{s['n']}) | "
+                     f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}] | {'-' if det is None else f'{det['success_rate']:.0%}'} | "
+                     f"{ps} | {fmt(row['env_steps_to_90'])} | {fmt(row['minutes_to_90'])} | {fmt(row['minutes'])} |")
+    command = shlex.join([sys.executable, *sys.argv])
+    lines += ["", f"Command: `{command}`"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(table, indent=2))
+    (out / "results.json").write_text(json.dumps({"command": command, "baselines": {b: describe(finals[LABELS[b]]) for b in BASELINES},
+                                                  "runs": rows}, indent=2))
     print("\n".join(lines))
     print(f"\nplot: {out / 'learning_curves.png'}")
 

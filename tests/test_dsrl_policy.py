@@ -303,3 +303,31 @@ def test_episode_end_truncated_bootstraps_and_chunk_rewards_stop_at_the_episode_
     batch["action_is_pad"] = torch.tensor([[False, False, True, True]])
     t = policy.transitions_from_dataset(batch)
     assert t.reward.tolist() == [2.0] and t.n_steps.tolist() == [2.0] and t.terminated.tolist() == [0.0]
+
+
+def test_env_features_the_base_leaves_raw_reach_the_critics_standardized(diffusion_base, tmp_path):
+    """LeRobot's diffusion normalizes STATE but not ENV: block and bowl poses would reach the
+    critics in raw metres. The networks standardize them with the base's dataset statistics, and
+    the statistics travel with the checkpoint."""
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    policy = _dsrl(adapter, variant="na")
+    assert "ENV" not in policy.config.normalization_mapping
+    encoder = policy.critic.encoder.state
+    env_slice = slice(4, 7)  # tiny base: state (4) then env state (3); stats_for gives mean 0.1, std 2
+    torch.testing.assert_close(encoder.center[env_slice], torch.full((3,), 0.1))
+    torch.testing.assert_close(encoder.scale[env_slice], torch.full((3,), 2.0))
+    torch.testing.assert_close(encoder.center[:4], torch.zeros(4))  # STATE is already normalized
+    obs = batch_maker(adapter.policy)(2, 0)
+    features = encoder(obs)
+    torch.testing.assert_close(features[:, env_slice], (obs["observation.environment_state"] - 0.1) / 2.0)
+    policy.save_pretrained(tmp_path)
+    reloaded = DSRLPolicy.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded.actor.encoder.state.scale, policy.actor.encoder.state.scale)
+
+
+def test_a_batch_from_another_dataset_is_refused_instead_of_clamped_to_its_episodes(diffusion_base):
+    policy = _dsrl(BasePolicyAdapter.from_pretrained(diffusion_base))
+    policy._episode_success = torch.tensor([True, False])
+    assert policy._success_of({"episode_index": torch.tensor([1, 0])}, 2, "cpu").tolist() == [False, True]
+    with pytest.raises(ValueError, match="episode_index 0..5 is outside the dataset's episodes 0..1"):
+        policy._success_of({"episode_index": torch.tensor([0, 5])}, 2, "cpu")

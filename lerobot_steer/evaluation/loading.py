@@ -4,7 +4,8 @@ A checkpoint's processors (normalization stats, renames, tokenizers) are part of
 them from the checkpoint with LeRobot's `make_pre_post_processors(pretrained_path=...)` and add the
 env's own processors, so every registered policy type, ours included, loads through one path.
 The features are checked against the env first, so a mismatch fails in seconds, not after a rollout.
-`builtin:expert` and `builtin:hold` name the reference policies of `baselines.py`.
+`builtin:expert` and `builtin:hold` name the reference policies of `baselines.py`;
+`noise:<gaussian|zero|tanh>:<checkpoint>` a base decoded from that initial noise (`noise_baselines.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lerobot.policies.factory import make_policy, make_pre_post_processors
 
 from .baselines import BUILTIN_PREFIX, make_builtin
 from .checks import check_policy_matches_env
+from .noise_baselines import NOISE_PREFIX, FixedNoiseBase, parse_noise_spec
 from .rollout import PolicyUnderTest
 
 
@@ -25,6 +27,9 @@ def checkpoint_label(path: str) -> str:
     """A short readable name: `<run>@<step>` for `<run>/checkpoints/<step>/pretrained_model`."""
     if path.startswith(BUILTIN_PREFIX):
         return path
+    if path.startswith(NOISE_PREFIX):
+        kind, base = parse_noise_spec(path)
+        return f"{checkpoint_label(base)}[noise={kind}]"
     parts = Path(path).parts
     if parts and parts[-1] == "pretrained_model":
         parts = parts[:-1]
@@ -56,6 +61,11 @@ def load_policy(path: str, env_cfg, device: str | None = None, label: str | None
     label = label or checkpoint_label(path)
     if path.startswith(BUILTIN_PREFIX):
         return make_builtin(path, env_cfg, label)
+    if path.startswith(NOISE_PREFIX):
+        kind, base = parse_noise_spec(path)
+        put = load_policy(base, env_cfg, device, label)
+        put.policy, put.path = FixedNoiseBase(put.policy, kind), path
+        return put
     config = load_policy_config(path, device)
     check_policy_matches_env(config, env_cfg, label)
     policy = make_policy(cfg=config, env_cfg=env_cfg)

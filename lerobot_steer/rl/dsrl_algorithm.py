@@ -87,7 +87,8 @@ class DSRLAlgorithm(RLAlgorithm):
         """`utd_ratio` gradient steps, each: all DSRL losses on a fresh batch, then the target update."""
         if not self.optimizers:
             self.make_optimizers_and_scheduler()
-        self.policy.train()
+        if not self.policy.training:  # train() walks every module of the base: not once per update
+            self.policy.train()
         metrics: dict[str, torch.Tensor] = {}
         grad_norms: dict[str, float] = {}
         for _ in range(self.config.utd_ratio):

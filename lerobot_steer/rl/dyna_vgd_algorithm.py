@@ -77,7 +77,8 @@ class DynaVGDAlgorithm(RLAlgorithm):
         if self.optimizer is None:
             self.make_optimizers_and_scheduler()
         clip = self.config.grad_clip_norm if self.config.grad_clip_norm is not None else self.policy.config.grad_clip_norm
-        self.policy.train()
+        if not self.policy.training:  # train() walks every module of the base: not once per update
+            self.policy.train()
         grad_norms: dict[str, float] = {}
         for _ in range(self.config.utd_ratio):
             loss, metrics = self.policy.compute_loss(self.policy.transitions_from_replay(next(batch_iterator)))

@@ -158,7 +158,8 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
     save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
     collector = ChunkCollector(envs)
 
-    counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0}
+    counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0,
+                                "wall_s": 0.0}
     if resume_from is not None:
         counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
                                             collector=collector, actor=actor))
@@ -222,7 +223,9 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
 
             if _crossed(before, now, cfg.log_freq) or done:
                 elapsed = time.perf_counter() - window_start
+                counters["wall_s"] = counters.get("wall_s", 0.0) + elapsed  # training time, evaluations excluded
                 row = {k: counters[k] for k in ("env_steps", "updates", "episodes", "transitions")}
+                row["wall_minutes"] = counters["wall_s"] / 60
                 row["phase"] = actor.mode
                 if recent:
                     for i, name in enumerate(("success_rate", "episode_return", "episode_length")):

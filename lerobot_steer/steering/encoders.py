@@ -48,17 +48,32 @@ def _image_keys(input_features: Mapping[str, PolicyFeature]) -> list[str]:
 
 
 class StateEncoder(nn.Module):
-    """Concatenation of the STATE / ENV features (last time step), no parameters."""
+    """Concatenation of the STATE / ENV features (last time step), standardized where asked.
 
-    def __init__(self, input_features: Mapping[str, PolicyFeature]):
+    `standardize` {key: (mean, std)} rescales features that reach the networks unnormalized because
+    the base's processor leaves them as they are (e.g. a diffusion base's ENV block/bowl poses, in
+    metres with 1-10 cm spreads): (x - mean) / max(std, 0.01). The statistics are buffers, saved
+    with the networks, so a checkpoint encodes exactly as it was trained.
+    """
+
+    def __init__(self, input_features: Mapping[str, PolicyFeature],
+                 standardize: Mapping[str, tuple[Tensor, Tensor]] | None = None):
         super().__init__()
         self.keys = _state_keys(input_features)
         self.shapes = {k: tuple(input_features[k].shape) for k in self.keys}
         self.output_dim = sum(math.prod(s) for s in self.shapes.values())
+        centers, scales = [], []
+        for key in self.keys:
+            n = math.prod(self.shapes[key])
+            mean, std = (standardize or {}).get(key, (torch.zeros(n), torch.ones(n)))
+            centers.append(torch.as_tensor(mean, dtype=torch.float32).reshape(n))
+            scales.append(torch.as_tensor(std, dtype=torch.float32).reshape(n).clamp_min(0.01))
+        self.register_buffer("center", torch.cat(centers) if centers else torch.zeros(0))
+        self.register_buffer("scale", torch.cat(scales) if scales else torch.ones(0))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         parts = [last_step(batch[k], len(self.shapes[k])).flatten(1) for k in self.keys]
-        return torch.cat(parts, dim=-1)
+        return (torch.cat(parts, dim=-1) - self.center) / self.scale
 
 
 class SpatialSoftmax(nn.Module):
@@ -175,9 +190,10 @@ class ObservationEncoder(nn.Module):
         image_pooling: Pooling = "spatial_softmax",
         image_latent_dim: int = 50,
         shared_image_encoder: bool = True,
+        standardize: Mapping[str, tuple[Tensor, Tensor]] | None = None,
     ):
         super().__init__()
-        self.state = StateEncoder(input_features)
+        self.state = StateEncoder(input_features, standardize)
         self.images: ImageEncoder | None = None
         if _image_keys(input_features):
             self.images = ImageEncoder(

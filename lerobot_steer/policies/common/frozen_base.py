@@ -60,13 +60,34 @@ class ChunkTransitions:
     noise: Tensor | None = None
 
 
-def make_observation_encoder(config: FrozenBaseConfig) -> ObservationEncoder:
-    """A fresh encoder of the config's input features (each network gets its own)."""
+def make_observation_encoder(config: FrozenBaseConfig, standardize=None) -> ObservationEncoder:
+    """A fresh encoder of the config's input features (each network gets its own); `standardize`:
+    see `unnormalized_feature_stats`."""
     features = {k: ft for k, ft in config.input_features.items() if "empty_camera" not in k}
     return ObservationEncoder(
         features, image_channels=tuple(config.image_channels), image_strides=tuple(config.image_strides),
-        image_latent_dim=config.image_latent_dim,
+        image_latent_dim=config.image_latent_dim, standardize=standardize,
     )
+
+
+def unnormalized_feature_stats(config: FrozenBaseConfig, preprocessor) -> dict[str, tuple[Tensor, Tensor]]:
+    """(mean, std) of the low-dim inputs that the base's processor passes through unnormalized.
+
+    LeRobot's diffusion maps STATE to MIN_MAX but has no entry for ENV, so block and bowl poses would
+    reach the critics in raw metres. The base's normalizer step still holds the dataset statistics
+    of every feature; they are read from it here (empty when the base has no such step or stats).
+    """
+    stats = {}
+    for step in getattr(preprocessor, "steps", []) or []:
+        stats = getattr(step, "stats", None) or stats
+    out = {}
+    for key, ft in config.input_features.items():
+        mode = config.normalization_mapping.get(ft.type.name, config.normalization_mapping.get(ft.type))
+        unnormalized = mode is None or getattr(mode, "name", str(mode)).upper() == "IDENTITY"
+        entry = stats.get(key) or {}
+        if ft.type.name in ("STATE", "ENV") and unnormalized and "mean" in entry and "std" in entry:
+            out[key] = (torch.as_tensor(entry["mean"]).float(), torch.as_tensor(entry["std"]).float())
+    return out
 
 
 class ObservationCritic(nn.Module):
@@ -246,7 +267,12 @@ class FrozenBasePolicyMixin:
         if self._episode_success is None or not isinstance(episodes, Tensor):
             return torch.ones(b, dtype=torch.bool, device=device)  # no success record: demonstrations
         table = self._episode_success.to(device)
-        index = episodes.reshape(b).long().clamp(0, table.numel() - 1)
+        index = episodes.reshape(b).long()
+        if bool((index < 0).any() or (index >= table.numel()).any()):
+            raise ValueError(
+                f"episode_index {index.min().item()}..{index.max().item()} is outside the dataset's episodes "
+                f"0..{table.numel() - 1}: the batch does not come from the dataset the policy was built with"
+            )
         return table[index]
 
     # ------------------------------------------------------------------------- what the critics learn
@@ -386,8 +412,14 @@ def episode_success(dataset_meta) -> Tensor | None:
     """Per-episode "recorded as successful" (next.success true somewhere), from the episode stats."""
     episodes = getattr(dataset_meta, "episodes", None)
     column = "stats/next.success/max"
-    if episodes is None or column not in getattr(episodes, "column_names", []):
-        return None
+    if episodes is None or "next.success" not in getattr(dataset_meta, "features", {}):
+        return None  # no success record: every episode is a demonstration
+    if column not in getattr(episodes, "column_names", []):
+        raise ValueError(
+            f"the dataset has a next.success column but its episode metadata has no '{column}' statistics "
+            "(LeRobot writes them per episode): recompute the dataset's stats, or drop next.success "
+            "to treat every episode as a successful demonstration"
+        )
     index = [int(i) for i in episodes["episode_index"]]
     table = torch.zeros(max(index) + 1, dtype=torch.bool)
     for i, value in zip(index, episodes[column], strict=True):

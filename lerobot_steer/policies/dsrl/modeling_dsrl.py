@@ -38,6 +38,7 @@ from lerobot_steer.policies.common.frozen_base import (
     FrozenBasePolicyMixin,
     ObservationCritic,
     make_observation_encoder,
+    unnormalized_feature_stats,
 )
 from lerobot_steer.policies.common.frozen_base import observations as _observations
 from lerobot_steer.steering.base_adapter import BasePolicyAdapter
@@ -99,12 +100,13 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         self.noise_dim = self.chunk_length * self.noise_width if config.noise_layout == "full" else self.noise_width
         self.action_dim = self.adapter.action_dim
 
-        self.actor = NoiseActor(make_observation_encoder(config), self.noise_dim, config)
+        scales = unnormalized_feature_stats(config, self.adapter.preprocessor)
+        self.actor = NoiseActor(make_observation_encoder(config, scales), self.noise_dim, config)
         critic_input = config.n_exec * self.action_dim if config.variant == "na" else self.noise_dim
-        self.critic = ObservationCritic(make_observation_encoder(config), critic_input, config)
+        self.critic = ObservationCritic(make_observation_encoder(config, scales), critic_input, config)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.noise_critic = (
-            ObservationCritic(make_observation_encoder(config), self.noise_dim, config) if config.variant == "na" else None
+            ObservationCritic(make_observation_encoder(config, scales), self.noise_dim, config) if config.variant == "na" else None
         )
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature)))
         self.reset()

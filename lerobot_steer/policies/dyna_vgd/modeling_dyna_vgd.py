@@ -44,6 +44,7 @@ from lerobot_steer.policies.common.frozen_base import (
     episode_success,
     make_observation_encoder,
     observations,
+    unnormalized_feature_stats,
 )
 from lerobot_steer.steering.base_adapter import BasePolicyAdapter
 from lerobot_steer.steering.guidance import ValueGuide, warmup_factor
@@ -91,7 +92,8 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         else:
             self._init_base(base_adapter, base_policy_dir, dataset_meta)
         self.action_dim = self.adapter.action_dim
-        self.critic = ObservationCritic(make_observation_encoder(config), config.n_exec * self.action_dim, config)
+        scales = unnormalized_feature_stats(config, self.adapter.preprocessor)
+        self.critic = ObservationCritic(make_observation_encoder(config, scales), config.n_exec * self.action_dim, config)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("td_error_ema", torch.zeros(()))
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))

@@ -40,7 +40,7 @@ def base(request, vla_builds):
 
 
 def _dsrl(adapter, **overrides) -> DSRLPolicy:
-    return DSRLPolicy(DSRLConfig(**{**SMALL, **overrides}), base_adapter=adapter)
+    return DSRLPolicy(DSRLConfig(**{**SMALL, "variant": "na", **overrides}), base_adapter=adapter)
 
 
 def _dataset_batch(policy: DSRLPolicy, obs: dict, action, reward, *, ended=None) -> dict:
@@ -331,3 +331,24 @@ def test_a_batch_from_another_dataset_is_refused_instead_of_clamped_to_its_episo
     assert policy._success_of({"episode_index": torch.tensor([1, 0])}, 2, "cpu").tolist() == [False, True]
     with pytest.raises(ValueError, match="episode_index 0..5 is outside the dataset's episodes 0..1"):
         policy._success_of({"episode_index": torch.tensor([0, 5])}, 2, "cpu")
+
+
+def test_episode_success_is_read_from_the_recorded_frames_of_a_real_dataset(tmp_path):
+    """LeRobot 0.6.1's loaded episode metadata has no per-episode stats columns: reading success from
+    them made every episode a success under --policy.reward_from_success. It comes from the frames."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+    from lerobot_steer.policies.common.frozen_base import episode_success
+
+    features = {"observation.state": {"dtype": "float32", "shape": (2,), "names": None},
+                "action": {"dtype": "float32", "shape": (2,), "names": None},
+                "next.success": {"dtype": "bool", "shape": (1,), "names": None}}
+    ds = LeRobotDataset.create("local/success_test", fps=30, root=tmp_path / "ds", features=features, use_videos=False)
+    for outcome in (True, False, True):
+        for t in range(4):
+            ds.add_frame({"observation.state": torch.zeros(2).numpy(), "action": torch.zeros(2).numpy(),
+                          "next.success": torch.tensor([outcome and t == 3]).numpy(), "task": "t"})
+        ds.save_episode()
+    ds.finalize()
+    meta = LeRobotDatasetMetadata("local/success_test", root=tmp_path / "ds")
+    assert episode_success(meta).tolist() == [True, False, True]

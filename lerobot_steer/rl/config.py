@@ -114,6 +114,8 @@ class SteerRLConfig:
         for name in ("n_envs", "steps", "batch_size", "buffer_capacity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.policy.type == "dsrl":
+            self.policy.resolve_variant("sac")  # online: the variant whose updates need no base decode
         if self.utd_ratio is None:
             self.utd_ratio = default_utd_ratio(self.policy)
         if self.utd_ratio <= 0:

@@ -409,19 +409,25 @@ def _take(value: Tensor, positions: list[int]) -> Tensor:
 
 
 def episode_success(dataset_meta) -> Tensor | None:
-    """Per-episode "recorded as successful" (next.success true somewhere), from the episode stats."""
-    episodes = getattr(dataset_meta, "episodes", None)
-    column = "stats/next.success/max"
-    if episodes is None or "next.success" not in getattr(dataset_meta, "features", {}):
-        return None  # no success record: every episode is a demonstration
-    if column not in getattr(episodes, "column_names", []):
-        raise ValueError(
-            f"the dataset has a next.success column but its episode metadata has no '{column}' statistics "
-            "(LeRobot writes them per episode): recompute the dataset's stats, or drop next.success "
-            "to treat every episode as a successful demonstration"
-        )
-    index = [int(i) for i in episodes["episode_index"]]
-    table = torch.zeros(max(index) + 1, dtype=torch.bool)
-    for i, value in zip(index, episodes[column], strict=True):
-        table[i] = bool(torch.as_tensor(value).bool().any())
-    return table
+    """Per-episode "recorded as successful" (next.success true on some frame), read from the dataset's
+    data files. None when the dataset has no next.success column: every episode is a demonstration.
+
+    Read from the frames, not from per-episode stats: LeRobot 0.6.1's loaded episode metadata does not
+    carry the `stats/...` columns, and reading them would silently count every episode as a success.
+    """
+    if dataset_meta is None or "next.success" not in getattr(dataset_meta, "features", {}):
+        return None
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(dataset_meta.root).glob("data/**/*.parquet"))
+    if not files:
+        raise ValueError(f"{dataset_meta.root}/data has no parquet files: cannot read next.success per episode")
+    episodes, success = [], []
+    for file in files:
+        table = pq.read_table(file, columns=["episode_index", "next.success"])
+        episodes.append(torch.as_tensor(table.column("episode_index").to_numpy()).long())
+        success.append(torch.as_tensor(table.column("next.success").to_numpy(zero_copy_only=False)).reshape(-1).bool())
+    episodes, success = torch.cat(episodes), torch.cat(success)
+    table = torch.zeros(int(episodes.max()) + 1)
+    table.index_reduce_(0, episodes, success.float(), "amax")
+    return table.bool()

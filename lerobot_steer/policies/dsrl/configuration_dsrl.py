@@ -30,6 +30,8 @@ class DSRLConfig(FrozenBaseConfig):
         variant: "na" (DSRL-NA: action critic Q^A on executed chunks, distilled into a noise critic
             Q^W on fresh N(0, I) noise; works offline from recorded actions) or "sac" (DSRL-SAC:
             critic directly on the noise; needs the noise of each transition, i.e. online data).
+            None: chosen by where the policy trains, "na" on a dataset (lerobot-train), "sac" online
+            (lerobot-steer-rl, where its updates need no base decode and it learns fastest).
         noise_layout: "full" (the actor outputs the whole chunk noise, chunk_length x noise_width)
             or "repeat" (one noise_width vector repeated across the chunk, as the official pi0 code).
         noise_bound: the actor's noise lies in [-bound, bound] (tanh-squashed). None: 1.0 for NA,
@@ -46,7 +48,7 @@ class DSRLConfig(FrozenBaseConfig):
     """
 
     # Method
-    variant: str = "na"
+    variant: str | None = None
     noise_layout: str = "full"
     noise_bound: float | None = None
     backup_entropy: bool = False
@@ -68,9 +70,15 @@ class DSRLConfig(FrozenBaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("variant", self.variant, VARIANTS)
         check_choice("noise_layout", self.noise_layout, NOISE_LAYOUTS)
         if self.use_base_features:
             raise NotImplementedError("use_base_features=True is not implemented yet (see the TODO in DSRLConfig)")
+        if self.variant is not None:
+            self.resolve_variant(self.variant)
+
+    def resolve_variant(self, variant: str) -> None:
+        """Fix the variant (and the noise bound that depends on it), if the user did not."""
+        self.variant = self.variant or variant
+        check_choice("variant", self.variant, VARIANTS)
         if self.noise_bound is None:
             self.noise_bound = 1.0 if self.variant == "na" else 1.5

@@ -93,6 +93,7 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         **kwargs,
     ):
         super().__init__(config)
+        config.resolve_variant("na" if dataset_meta is not None else "sac")
         self._init_base(base_adapter, base_policy_dir, dataset_meta)
 
         base_noise = self.adapter.noise_shape(1)

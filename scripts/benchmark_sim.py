@@ -4,6 +4,8 @@ Prints:
 - env steps/s with state observations against raw `mj_step` throughput on the same model and the
   same number of physics substeps per control step (the overhead ratio; goal <= 1.3x),
 - env steps/s with two cameras at 96x128 and at 480x640 (goal >= 100 steps/s at 96x128 on one core),
+  next to raw `mujoco.Renderer` frame pairs/s on the same scene and size (what rendering alone
+  costs), with the cameras' MSAA off (the default) and at MuJoCo's default of 4 samples,
 - scripted-expert dataset generation in episodes per minute (state-only and with two 96x128 cameras).
 
     MUJOCO_GL=egl python scripts/benchmark_sim.py [--steps 3000] [--json out.json]
@@ -53,6 +55,19 @@ def env_steps_per_s(env: SO101PickPlaceEnv, control_steps: int, seed: int = 0) -
     return control_steps / (time.perf_counter() - t0)
 
 
+def raw_render_pairs_per_s(env: SO101PickPlaceEnv, frames: int) -> float:
+    """Two-camera frame pairs/s of a bare renderer on the env's model and size, no env logic."""
+    renderer = env._make_renderer(env.config.image_height, env.config.image_width, samples=env.config.camera_multisamples)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        for cam in env.config.cameras:
+            renderer.update_scene(env.data, camera=cam)
+            renderer.render()
+    rate = frames / (time.perf_counter() - t0)
+    renderer.close()
+    return rate
+
+
 def generation_episodes_per_min(env_cfg: PickPlaceConfig, episodes: int) -> float:
     tmp = tempfile.mkdtemp()
     try:
@@ -81,12 +96,14 @@ def main() -> None:
     results["env_state_steps_per_s"] = max(ours)
     results["env_overhead_ratio"] = max(raw) / max(ours)
 
-    for h, w in [(96, 128), (480, 640)]:
-        env = SO101PickPlaceEnv(obs_type="pixels", image_height=h, image_width=w)
-        n = max(args.steps // (10 if h > 100 else 3), 50)
-        env_steps_per_s(env, 20)  # warm-up: GL context creation
-        results[f"env_2cams_{h}x{w}_steps_per_s"] = env_steps_per_s(env, n)
-        env.close()
+    for samples in (0, 4):
+        for h, w in [(96, 128), (480, 640)]:
+            env = SO101PickPlaceEnv(obs_type="pixels", image_height=h, image_width=w, camera_multisamples=samples)
+            n = max(args.steps // (10 if h > 100 else 3), 50)
+            env_steps_per_s(env, 20)  # warm-up: GL context creation
+            results[f"env_2cams_{h}x{w}_msaa{samples}_steps_per_s"] = env_steps_per_s(env, n)
+            results[f"raw_render_2cams_{h}x{w}_msaa{samples}_pairs_per_s"] = raw_render_pairs_per_s(env, n)
+            env.close()
 
     results["expert_episodes_per_min_state"] = generation_episodes_per_min(PickPlaceConfig(obs_type="state"), args.episodes)
     results["expert_episodes_per_min_2cams_96x128_video"] = generation_episodes_per_min(
@@ -98,8 +115,12 @@ def main() -> None:
     print(f"  raw mj_step                 : {results['raw_mj_step_control_steps_per_s']:10.0f} control steps/s")
     print(f"  env, state obs              : {results['env_state_steps_per_s']:10.0f} steps/s  "
           f"(overhead {results['env_overhead_ratio']:.2f}x raw physics; goal <= 1.3x)")
-    print(f"  env, 2 cameras 96x128       : {results['env_2cams_96x128_steps_per_s']:10.0f} steps/s  (goal >= 100)")
-    print(f"  env, 2 cameras 480x640      : {results['env_2cams_480x640_steps_per_s']:10.0f} steps/s")
+    for samples in (0, 4):
+        for h, w in [(96, 128), (480, 640)]:
+            key = f"{h}x{w}_msaa{samples}"
+            env_rate, raw_rate = results[f"env_2cams_{key}_steps_per_s"], results[f"raw_render_2cams_{key}_pairs_per_s"]
+            print(f"  env, 2 cameras {h}x{w}, MSAA {samples}: {env_rate:8.0f} steps/s  vs raw renderer {raw_rate:6.0f} "
+                  f"frame pairs/s ({env_rate / raw_rate:.2f}x)" + ("  (default; goal >= 100)" if key == "96x128_msaa0" else ""))
     print(f"  expert dataset, state       : {results['expert_episodes_per_min_state']:10.1f} episodes/min")
     print(f"  expert dataset, 2 cams video: {results['expert_episodes_per_min_2cams_96x128_video']:10.1f} episodes/min")
     if args.json:

@@ -257,7 +257,7 @@ class SO101Sim(Robot):
         for name, (height, width, _) in self.cameras.items():
             renderer = self._renderers.get((height, width))
             if renderer is None:
-                renderer = self._renderers[(height, width)] = mujoco.Renderer(self.env.model, height, width)
+                renderer = self._renderers[(height, width)] = self.env._make_renderer(height, width, samples=self.env.config.camera_multisamples)
             renderer.update_scene(self.env.data, camera=name)
             obs[name] = renderer.render().copy()
         return obs

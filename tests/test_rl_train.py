@@ -39,7 +39,8 @@ def rows(run: Path) -> list[dict]:
 
 def test_dsrl_online_run_logs_evaluates_and_checkpoints(state_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "dsrl"
-    rl_cli("dsrl", state_checkpoint, out, "--steps=96", "--log_freq=32", "--save_freq=64", "--eval.freq=64")
+    rl_cli("dsrl", state_checkpoint, out, "--steps=96", "--log_freq=32", "--save_freq=64", "--eval.freq=64",
+           "--policy.variant=na")
     with open(out / "metrics.csv") as f:
         table = list(csv.DictReader(f))
     assert [int(r["env_steps"]) for r in table] == [32, 64, 96]
@@ -116,8 +117,9 @@ def test_resume_after_kill_matches_the_uninterrupted_run(state_checkpoint, tmp_p
     assert f"from env step {stopped_at}" in result.stdout + result.stderr
 
     a, b = straight / "checkpoints" / "last", killed / "checkpoints" / "last"
-    assert json.loads((a / "training_state/training_step.json").read_text()) == json.loads(
-        (b / "training_state/training_step.json").read_text())
+    counters_a, counters_b = (json.loads((c / "training_state/training_step.json").read_text()) for c in (a, b))
+    assert counters_a.pop("wall_s") > 0 and counters_b.pop("wall_s") > 0  # wall-clock time: the one counter that differs
+    assert counters_a == counters_b
     for part in ("pretrained_model/model.safetensors", "algorithm/model.safetensors",
                  "training_state/replay_buffer.safetensors"):
         ta, tb = load_file(str(a / part)), load_file(str(b / part))
@@ -183,3 +185,22 @@ def test_policy_path_continues_from_trained_weights(state_checkpoint, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_online_defaults_pick_dsrl_sac_and_each_methods_update_ratio(state_checkpoint, tmp_path):
+    """`--policy.type=dsrl` alone trains DSRL-SAC online (its updates never decode the base), with
+    the reference-like 4 gradient steps per chunk transition; VGD decodes in every update: 0.25."""
+    from lerobot_steer.policies.dsrl import DSRLConfig
+    from lerobot_steer.policies.dyna_vgd import DynaVGDConfig
+    from lerobot_steer.rl.config import SteerRLConfig
+
+    dsrl = SteerRLConfig(policy=DSRLConfig(base_policy_path=str(state_checkpoint)), output_dir=tmp_path / "a")
+    dsrl.validate()
+    assert dsrl.policy.variant == "sac" and dsrl.utd_ratio == 4.0 and dsrl.policy.noise_bound == 1.5
+    assert not dsrl.eval.deterministic  # scored as it acts in lerobot-eval: sampled noise
+    vgd = SteerRLConfig(policy=DynaVGDConfig(base_policy_path=str(state_checkpoint)), output_dir=tmp_path / "b")
+    vgd.validate()
+    assert vgd.utd_ratio == 0.25
+    na = SteerRLConfig(policy=DSRLConfig(base_policy_path=str(state_checkpoint), variant="na"), output_dir=tmp_path / "c")
+    na.validate()
+    assert na.utd_ratio == 0.5 and na.policy.noise_bound == 1.0

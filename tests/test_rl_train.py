@@ -189,14 +189,16 @@ def test_policy_path_continues_from_trained_weights(state_checkpoint, tmp_path):
 
 def test_online_defaults_pick_dsrl_sac_and_each_methods_update_ratio(state_checkpoint, tmp_path):
     """`--policy.type=dsrl` alone trains DSRL-SAC online (its updates never decode the base), with
-    the reference-like 4 gradient steps per chunk transition; VGD decodes in every update: 0.25."""
+    2 gradient steps per chunk transition, 4 critics and noise in [-1, 1]; VGD decodes in every
+    update: 0.25."""
     from lerobot_steer.policies.dsrl import DSRLConfig
     from lerobot_steer.policies.dyna_vgd import DynaVGDConfig
     from lerobot_steer.rl.config import SteerRLConfig
 
     dsrl = SteerRLConfig(policy=DSRLConfig(base_policy_path=str(state_checkpoint)), output_dir=tmp_path / "a")
     dsrl.validate()
-    assert dsrl.policy.variant == "sac" and dsrl.utd_ratio == 4.0 and dsrl.policy.noise_bound == 1.5
+    assert dsrl.policy.variant == "sac" and dsrl.utd_ratio == 2.0 and dsrl.policy.noise_bound == 1.0
+    assert dsrl.policy.n_critics == 4
     assert not dsrl.eval.deterministic  # scored as it acts in lerobot-eval: sampled noise
     vgd = SteerRLConfig(policy=DynaVGDConfig(base_policy_path=str(state_checkpoint)), output_dir=tmp_path / "b")
     vgd.validate()

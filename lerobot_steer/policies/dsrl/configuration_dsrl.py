@@ -34,8 +34,13 @@ class DSRLConfig(FrozenBaseConfig):
             (lerobot-steer-rl, where its updates need no base decode and it learns fastest).
         noise_layout: "full" (the actor outputs the whole chunk noise, chunk_length x noise_width)
             or "repeat" (one noise_width vector repeated across the chunk, as the official pi0 code).
-        noise_bound: the actor's noise lies in [-bound, bound] (tanh-squashed). None: 1.0 for NA,
-            1.5 for SAC (the reference's action_magnitude).
+        noise_bound: the actor's noise lies in [-bound, bound] (tanh-squashed). None: 1.0 (the
+            reference's DSRL-SAC action_magnitude on its SAC task; its DSRL-NA actor is bounded to
+            [-1, 1] by the env's action space). At 1.5 with 2 critics our sim runs over-estimated:
+            Q rose from -46 to +60 while every learning reward was negative, and the actor followed
+            the error away from the noise the base decodes well.
+        n_critics (here 4): the critic heads; the backup and the actor take their minimum. Four
+            heads keep the min pessimistic enough against a 96-dim noise action (see noise_bound).
         backup_entropy: add -alpha log pi(w'|s') to the TD target (soft Q). Off by default: in an
             env that ends on success a positive entropy bonus per chunk pays the agent for *not*
             finishing (the references run fixed-length episodes where it is harmless); the actor
@@ -51,6 +56,7 @@ class DSRLConfig(FrozenBaseConfig):
     variant: str | None = None
     noise_layout: str = "full"
     noise_bound: float | None = None
+    n_critics: int = 4
     backup_entropy: bool = False
     init_temperature: float = 1.0
     target_entropy: float = 0.0
@@ -81,4 +87,4 @@ class DSRLConfig(FrozenBaseConfig):
         self.variant = self.variant or variant
         check_choice("variant", self.variant, VARIANTS)
         if self.noise_bound is None:
-            self.noise_bound = 1.0 if self.variant == "na" else 1.5
+            self.noise_bound = 1.0

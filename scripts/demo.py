@@ -95,10 +95,11 @@ def main() -> None:
     tuned = online / "checkpoints" / "last" / "pretrained_model"
     rl_done = online / "checkpoints" / "last" / "training_state" / "training_step.json"
     if not (rl_done.exists() and json.loads(rl_done.read_text())["env_steps"] >= args.rl_steps):
-        # Defaults only (policy type, base, env, budget): the settings a user gets.
+        # Defaults (policy type, base, env, budget) except a prefill scaled to the demo's short budget.
         resume = ["--resume=true", f"--output_dir={online}", f"--steps={args.rl_steps}"] if rl_done.exists() else [
             "--policy.type=dsrl", f"--policy.base_policy_path={checkpoint}", "--policy.device=cpu", *ENV_FLAGS,
-            f"--steps={args.rl_steps}", f"--eval.freq={max(args.rl_steps // 4, 1)}", "--eval.n_episodes=10",
+            f"--steps={args.rl_steps}", f"--prefill_steps={min(5000, args.rl_steps // 4)}",
+            f"--eval.freq={max(args.rl_steps // 4, 1)}", "--eval.n_episodes=10",
             f"--log_freq={max(args.rl_steps // 8, 1)}", f"--save_freq={max(args.rl_steps // 4, 1)}",
             f"--seed={args.seed}", "--progress=false", f"--output_dir={online}"]
         run([str(BIN / "lerobot-steer-rl"), *resume], out / "rl.log", show=("env_steps:", "checkpoint:", "Resuming"))

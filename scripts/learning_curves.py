@@ -101,6 +101,32 @@ def minutes_to(curve: list[tuple[float, float]], level: float) -> float | None:
     return next((x for x, y in curve if y >= level), None)
 
 
+def wall_curve(run_dir: Path, success_curve) -> list[tuple[float, float]]:
+    metrics = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    by_step = {r["env_steps"]: r["wall_minutes"] for r in metrics if "wall_minutes" in r}
+    return [(by_step[s], v) for s, v in success_curve if s in by_step]
+
+
+def plot_existing(args, out: Path) -> None:
+    """`--plot_runs label=dir ...`: the curves of finished or stopped runs against the free baselines."""
+    curves: dict[str, dict] = {}
+    wall: dict[str, dict] = {}
+    for spec in args.plot_runs:
+        label, _, run_dir = spec.partition("=")
+        success, returns = run_curves(Path(run_dir))
+        curves.setdefault(label, {})[run_dir] = (success, returns)
+        wall.setdefault(label, {})[run_dir] = (wall_curve(Path(run_dir), success), [])
+    refs = {}
+    if args.baselines_report:
+        for c in json.loads(Path(args.baselines_report).read_text())["checkpoints"]:
+            kind = c["path"].split(":")[1]
+            refs[f"{LABELS[kind]} (held-out)"] = (c["summary"]["success_rate"], None)
+    path = plot_learning_curves(curves, out / "learning_curves.png", references=refs, wall=wall,
+                                ylabel_suffix=f"{args.eval_episodes} episodes",
+                                title="SO-101 sim: online fine-tuning vs the base's free baselines")
+    print(f"plot: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="diffusion checkpoint (pretrained_model folder)")
@@ -112,10 +138,18 @@ def main() -> None:
     parser.add_argument("--eval_episodes", type=int, default=20, help="episodes of each periodic evaluation")
     parser.add_argument("--final_episodes", type=int, default=100, help="held-out episodes of the final evaluation")
     parser.add_argument("--final_seed", type=int, default=200_000)
+    parser.add_argument("--plot_runs", nargs="+", default=None, metavar="LABEL=RUN_DIR",
+                        help="only plot existing lerobot-steer-rl runs (no training, no final evaluation), "
+                             "with the free baselines of --baselines_report")
+    parser.add_argument("--baselines_report", default=None, help="eval_report.json of a lerobot-steer-eval of the "
+                        "three noise:<kind>:<base> baselines (with --plot_runs)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every lerobot-steer-rl run")
     args = parser.parse_args()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot_runs:
+        plot_existing(args, out)
+        return
 
     finals = evaluate({LABELS[k]: f"noise:{k}:{args.base}" for k in BASELINES}, args, out / "final_eval" / "baselines")
     curves: dict[str, dict] = {}

@@ -352,3 +352,13 @@ def test_episode_success_is_read_from_the_recorded_frames_of_a_real_dataset(tmp_
     ds.finalize()
     meta = LeRobotDatasetMetadata("local/success_test", root=tmp_path / "ds")
     assert episode_success(meta).tolist() == [True, False, True]
+
+
+def test_time_limit_ends_bootstrap_unless_asked_to_end_the_return_like_the_references(diffusion_base):
+    policy = _dsrl(BasePolicyAdapter.from_pretrained(diffusion_base))
+    obs = batch_maker(policy.adapter.policy)(3, 0)
+    batch = {"state": obs, "next_state": obs, "action": torch.zeros(3, 4, 2), "reward": torch.zeros(3),
+             "done": torch.tensor([1.0, 0.0, 0.0]), "truncated": torch.tensor([0.0, 1.0, 0.0])}
+    assert policy.transitions_from_replay(batch).terminated.tolist() == [1.0, 0.0, 0.0]
+    policy.config.bootstrap_time_limit = False
+    assert policy.transitions_from_replay(batch).terminated.tolist() == [1.0, 1.0, 0.0]

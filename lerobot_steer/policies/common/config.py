@@ -42,6 +42,10 @@ class FrozenBaseConfig(PreTrainedConfig):
             task is done, so a faster success is worth more, and the value scale (tens to hundreds)
             is the one the reference temperature, guidance strength and Dynamic VGD constants were
             tuned for. 0 learns from the env's reward as it is.
+        bootstrap_time_limit: online, a chunk that hits the env's time limit bootstraps from its last
+            observation (True, correct for a time limit) or ends the return there (False, what the
+            DSRL/VGD references do: returns stay bounded by the episode, -8 per remaining chunk,
+            instead of the -800 fixed point a failing state has under bootstrapping).
 
     Critics: an ensemble of `n_critics` MLP heads (hidden_dims, Linear -> LayerNorm -> activation)
         over (encoded observation, executed chunk), Polyak-averaged targets with rate `tau`,
@@ -66,6 +70,7 @@ class FrozenBaseConfig(PreTrainedConfig):
     n_action_steps: int | None = None
     discount: float = 0.99
     reward_offset: float = 1.0
+    bootstrap_time_limit: bool = True
 
     # Critics
     tau: float = 0.005

@@ -258,9 +258,17 @@ class FrozenBasePolicyMixin:
         return ChunkTransitions(
             obs=batch["state"], action=action.reshape(b, self.config.n_exec, self.adapter.action_dim),
             reward=batch["reward"].reshape(b).float(), next_obs=batch["next_state"],
-            terminated=batch["done"].reshape(b).float(), n_steps=n_steps.reshape(b).float(),
+            terminated=self._replay_terminated(batch, b), n_steps=n_steps.reshape(b).float(),
             noise=info.get("noise"),
         )
+
+    def _replay_terminated(self, batch: dict, b: int) -> Tensor:
+        """done, and with `bootstrap_time_limit=False` also the time-limit ends (the references' rule)."""
+        done = batch["done"].reshape(b).float()
+        truncated = batch.get("truncated")
+        if self.config.bootstrap_time_limit or truncated is None:
+            return done
+        return torch.maximum(done, truncated.reshape(b).float())
 
     def _success_of(self, batch: dict, b: int, device) -> Tensor:
         episodes = batch.get("episode_index")

@@ -258,17 +258,9 @@ class FrozenBasePolicyMixin:
         return ChunkTransitions(
             obs=batch["state"], action=action.reshape(b, self.config.n_exec, self.adapter.action_dim),
             reward=batch["reward"].reshape(b).float(), next_obs=batch["next_state"],
-            terminated=self._replay_terminated(batch, b), n_steps=n_steps.reshape(b).float(),
+            terminated=replay_terminated(batch, b, self.config), n_steps=n_steps.reshape(b).float(),
             noise=info.get("noise"),
         )
-
-    def _replay_terminated(self, batch: dict, b: int) -> Tensor:
-        """done, and with `bootstrap_time_limit=False` also the time-limit ends (the references' rule)."""
-        done = batch["done"].reshape(b).float()
-        truncated = batch.get("truncated")
-        if self.config.bootstrap_time_limit or truncated is None:
-            return done
-        return torch.maximum(done, truncated.reshape(b).float())
 
     def _success_of(self, batch: dict, b: int, device) -> Tensor:
         episodes = batch.get("episode_index")
@@ -401,6 +393,15 @@ def load_base_adapter(config: FrozenBaseConfig, base_policy_dir=None) -> BasePol
         revision=None if base_policy_dir else config.base_policy_revision,
         num_inference_steps=config.num_inference_steps,
     )
+
+
+def replay_terminated(batch: dict, b: int, config) -> Tensor:
+    """done, and with `bootstrap_time_limit=False` also the time-limit ends (the references' rule)."""
+    done = batch["done"].reshape(b).float()
+    truncated = batch.get("truncated")
+    if getattr(config, "bootstrap_time_limit", True) or truncated is None:
+        return done
+    return torch.maximum(done, truncated.reshape(b).float())
 
 
 def observations(batch: dict) -> dict[str, Tensor]:

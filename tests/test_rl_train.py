@@ -128,7 +128,8 @@ def test_resume_after_kill_matches_the_uninterrupted_run(state_checkpoint, tmp_p
             torch.testing.assert_close(ta[key], tb[key], rtol=0, atol=0, msg=f"{part}: {key}")
 
     def comparable(run):
-        return [{k: v for k, v in r.items() if not k.startswith(("time_share", "env_steps_per_s"))} for r in rows(run)]
+        return [{k: v for k, v in r.items() if not k.startswith(("time_share", "env_steps_per_s", "wall_minutes"))}
+                for r in rows(run)]
 
     assert comparable(killed) == comparable(straight)
 

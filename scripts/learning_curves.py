@@ -33,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from lerobot_steer.evaluation.stats import paired_comparison, wilson_interval
-from lerobot_steer.rl.plots import plot_learning_curves, run_curves
+from lerobot_steer.rl.plots import eval_curve, plot_learning_curves, run_curves
 
 BIN = Path(sys.executable).parent
 METHODS = ("dsrl", "dsrl_na", "vgd", "dyna_vgd")
@@ -97,14 +97,15 @@ def describe(successes: list[bool]) -> dict:
     return {"success_rate": k / n, "successes": k, "n": n, "ci95": [lo, hi]}
 
 
-def minutes_to(curve: list[tuple[float, float]], level: float) -> float | None:
+def first_reaching(curve: list[tuple[float, float]], level: float) -> float | None:
+    """The first x (env steps or minutes) at which the curve reaches `level`."""
     return next((x for x, y in curve if y >= level), None)
 
 
 def wall_curve(run_dir: Path, success_curve) -> list[tuple[float, float]]:
-    metrics = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    by_step = {r["env_steps"]: r["wall_minutes"] for r in metrics if "wall_minutes" in r}
-    return [(by_step[s], v) for s, v in success_curve if s in by_step]
+    """The success curve against the run's training wall-clock minutes instead of env steps."""
+    minutes = dict(eval_curve(Path(run_dir), "wall_minutes"))
+    return [(minutes[s], v) for s, v in success_curve if s in minutes]
 
 
 def plot_existing(args, out: Path) -> None:
@@ -159,10 +160,9 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = run_method(method, seed, args, out)
             curves.setdefault(LABELS[method], {})[seed] = run_curves(run_dir)
-            metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            by_step = {r["env_steps"]: r for r in metrics if "wall_minutes" in r}
-            curve = [(by_step[s]["wall_minutes"], v) for s, v in curves[LABELS[method]][seed][0] if s in by_step]
+            curve = wall_curve(run_dir, curves[LABELS[method]][seed][0])
             wall.setdefault(LABELS[method], {})[seed] = (curve, [])
+            minutes = eval_curve(run_dir, "wall_minutes")
             last = run_dir / "checkpoints" / "last" / "pretrained_model"
             paths = {"sampled": str(last)}
             if method.startswith("dsrl"):
@@ -171,9 +171,9 @@ def main() -> None:
             rows[f"{method}/{seed}"] = {
                 "method": method, "seed": seed, "modes": {m: describe(s) for m, s in scores.items()},
                 "vs_baselines": {b: paired_comparison(finals[LABELS[b]], scores["sampled"]) for b in BASELINES},
-                "env_steps_to_90": minutes_to(curves[LABELS[method]][seed][0], 0.9),
-                "minutes_to_90": minutes_to(curve, 0.9),
-                "minutes": by_step[max(by_step)]["wall_minutes"] if by_step else None,
+                "env_steps_to_90": first_reaching(curves[LABELS[method]][seed][0], 0.9),
+                "minutes_to_90": first_reaching(curve, 0.9),
+                "minutes": minutes[-1][1] if minutes else None,
             }
 
     refs = {LABELS[b]: (describe(finals[LABELS[b]])["success_rate"], None) for b in BASELINES}

@@ -223,7 +223,7 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
 
             if _crossed(before, now, cfg.log_freq) or done:
                 elapsed = time.perf_counter() - window_start
-                counters["wall_s"] = counters.get("wall_s", 0.0) + elapsed  # training time, evaluations excluded
+                counters["wall_s"] += elapsed  # training time, evaluations excluded
                 row = {k: counters[k] for k in ("env_steps", "updates", "episodes", "transitions")}
                 row["wall_minutes"] = counters["wall_s"] / 60
                 row["phase"] = actor.mode

@@ -34,9 +34,9 @@ class DSRLConfig(FrozenBaseConfig):
             (lerobot-steer-rl, where its updates need no base decode and it learns fastest).
         noise_layout: "full" (the actor outputs the whole chunk noise, chunk_length x noise_width)
             or "repeat" (one noise_width vector repeated across the chunk, as the official pi0 code).
-        noise_bound: the actor's noise lies in [-bound, bound] (tanh-squashed). None: 1.0 (the
+        noise_bound: the actor's noise lies in [-bound, bound] (tanh-squashed). 1.0 is the
             reference's DSRL-SAC action_magnitude on its SAC task; its DSRL-NA actor is bounded to
-            [-1, 1] by the env's action space). At 1.5 with 2 critics our sim runs over-estimated:
+            [-1, 1] by the env's action space. At 1.5 with 2 critics our sim runs over-estimated:
             Q rose from -46 to +60 while every learning reward was negative, and the actor followed
             the error away from the noise the base decodes well.
         n_critics (here 4): the critic heads; the backup and the actor take their minimum. Four
@@ -55,7 +55,7 @@ class DSRLConfig(FrozenBaseConfig):
     # Method
     variant: str | None = None
     noise_layout: str = "full"
-    noise_bound: float | None = None
+    noise_bound: float = 1.0
     n_critics: int = 4
     backup_entropy: bool = False
     init_temperature: float = 1.0
@@ -83,8 +83,6 @@ class DSRLConfig(FrozenBaseConfig):
             self.resolve_variant(self.variant)
 
     def resolve_variant(self, variant: str) -> None:
-        """Fix the variant (and the noise bound that depends on it), if the user did not."""
+        """Fix the variant, if the user did not."""
         self.variant = self.variant or variant
         check_choice("variant", self.variant, VARIANTS)
-        if self.noise_bound is None:
-            self.noise_bound = 1.0

@@ -67,7 +67,7 @@ def _dataset_batch(policy: DSRLPolicy, obs: dict, action, reward, *, ended=None)
 # --------------------------------------------------------------------------------- steering
 
 
-@pytest.mark.parametrize("layout", ["full", "repeat"])
+@pytest.mark.parametrize("layout", ["full", "executed", "repeat"])
 def test_same_noise_same_chunk_other_noise_other_chunk(base, layout):
     adapter, make_batch = base
     policy = _dsrl(adapter, noise_layout=layout)
@@ -80,6 +80,12 @@ def test_same_noise_same_chunk_other_noise_other_chunk(base, layout):
     if layout == "repeat":  # one noise_width vector shared by every step of the chunk
         assert policy.noise_dim == adapter.noise_shape(1)[2]
         assert torch.equal(policy.base_noise(w1)[:, 0], policy.base_noise(w1)[:, -1])
+    if layout == "executed":  # the actor's noise fills the executed steps; the others stay at zero
+        n_exec, start = policy.config.n_exec, adapter.executed_start
+        assert policy.noise_dim == n_exec * adapter.noise_shape(1)[2]
+        full = policy.base_noise(w1)
+        assert torch.equal(full[:, start : start + n_exec].reshape(2, -1), w1)
+        assert full[:, :start].abs().sum() == 0 and full[:, start + n_exec :].abs().sum() == 0
 
 
 def test_actor_output_changes_the_executed_actions_and_reset_clears_the_queue(base):

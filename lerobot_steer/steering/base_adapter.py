@@ -195,6 +195,11 @@ class BasePolicyAdapter(nn.Module):
         return self._denoiser.action_dim
 
     @property
+    def executed_start(self) -> int:
+        """Index, on the noise's time axis, of the first executed step (diffusion: n_obs_steps - 1)."""
+        return self._denoiser.executed_slice.start
+
+    @property
     def num_inference_steps(self) -> int | None:
         return self._denoiser.num_inference_steps
 

@@ -173,6 +173,11 @@ class Denoiser:
                 "does not know where its denoising loop reads the number of steps"
             )
 
+    @property
+    def executed_slice(self) -> slice:
+        """Where the executed steps lie on the time axis of the noise (the denoised chunk)."""
+        return slice(0, self.n_action_steps)
+
     def executed(self, actions: Tensor) -> Tensor:
         """The part of predict_action_chunk's output the base would execute."""
         return actions[:, : self.n_action_steps]

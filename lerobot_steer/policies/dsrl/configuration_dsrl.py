@@ -16,7 +16,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot_steer.policies.common.config import FrozenBaseConfig, check_choice
 
 VARIANTS = ("na", "sac")
-NOISE_LAYOUTS = ("full", "repeat")
+NOISE_LAYOUTS = ("full", "executed", "repeat")
 
 
 @PreTrainedConfig.register_subclass("dsrl")
@@ -32,8 +32,11 @@ class DSRLConfig(FrozenBaseConfig):
             critic directly on the noise; needs the noise of each transition, i.e. online data).
             None: chosen by where the policy trains, "na" on a dataset (lerobot-train), "sac" online
             (lerobot-steer-rl, where its updates need no base decode and it learns fastest).
-        noise_layout: "full" (the actor outputs the whole chunk noise, chunk_length x noise_width)
-            or "repeat" (one noise_width vector repeated across the chunk, as the official pi0 code).
+        noise_layout: "full" (the actor outputs the whole chunk noise, chunk_length x noise_width),
+            "executed" (only the noise of the n_action_steps the robot executes; the steps before and
+            after, which a diffusion base denoises but never executes, start from zero, the prior's
+            mode) or "repeat" (one noise_width vector repeated across the chunk, as the official
+            pi0 code).
         noise_bound: the actor's noise lies in [-bound, bound] (tanh-squashed). 1.0 is the
             reference's DSRL-SAC action_magnitude on its SAC task; its DSRL-NA actor is bounded to
             [-1, 1] by the env's action space. At 1.5 with 2 critics our sim runs over-estimated:

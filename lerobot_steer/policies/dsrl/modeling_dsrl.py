@@ -98,7 +98,8 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
 
         base_noise = self.adapter.noise_shape(1)
         self.chunk_length, self.noise_width = base_noise[1], base_noise[2]
-        self.noise_dim = self.chunk_length * self.noise_width if config.noise_layout == "full" else self.noise_width
+        steps = {"full": self.chunk_length, "executed": config.n_exec, "repeat": 1}[config.noise_layout]
+        self.noise_dim = steps * self.noise_width
         self.action_dim = self.adapter.action_dim
 
         scales = unnormalized_feature_stats(config, self.adapter.preprocessor)
@@ -127,9 +128,14 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
 
     def base_noise(self, w: Tensor) -> Tensor:
         """Actor-space noise (B, noise_dim) -> the base's initial noise (B, chunk_length, noise_width)."""
-        b = w.shape[0]
-        if self.config.noise_layout == "full":
+        b, layout = w.shape[0], self.config.noise_layout
+        if layout == "full":
             return w.reshape(b, self.chunk_length, self.noise_width)
+        if layout == "executed":
+            start = self.adapter.executed_start
+            noise = w.new_zeros(b, self.chunk_length, self.noise_width)
+            noise[:, start : start + self.config.n_exec] = w.reshape(b, self.config.n_exec, self.noise_width)
+            return noise
         return w.reshape(b, 1, self.noise_width).expand(b, self.chunk_length, self.noise_width)
 
     def prior_noise(self, batch_size: int) -> Tensor:

@@ -181,3 +181,34 @@ def test_cli_evaluates_a_lerobot_checkpoint_and_writes_report_table_chart_and_vi
     assert len(videos) == 2 and not list((out / "videos").rglob("*.tmp.mp4"))
     with av.open(str(videos[0])) as container:
         assert next(container.decode(video=0)).width == 64
+
+
+def test_noise_baselines_draw_the_documented_noise():
+    """Each free baseline hands the base the noise its name promises, on the base's own noise shape:
+    `executed` keeps N(0, I) only on the steps a diffusion base executes (n_obs_steps - 1 onwards)."""
+    import torch
+
+    from lerobot_steer.evaluation.noise_baselines import FixedNoiseBase, parse_noise_spec
+    from lerobot_steer.steering.tiny_bases import batch_maker, tiny_diffusion
+
+    policy = tiny_diffusion(n_obs_steps=2, horizon=8, n_action_steps=4)[0]
+    seen = []
+    real_select = policy.select_action
+    policy.select_action = lambda batch, noise=None, **kw: (seen.append(noise), real_select(batch, noise=noise))[1]
+    batch = batch_maker(policy)(3, 0)
+    for kind in ("zero", "gaussian", "tanh", "executed"):
+        seen.clear()
+        base = FixedNoiseBase(policy, kind)
+        base.reset()
+        base.select_action(batch)
+        noise = seen[0]
+        assert noise.shape == (3, 8, policy.config.action_feature.shape[0])
+        if kind == "zero":
+            assert noise.abs().sum() == 0
+        elif kind == "tanh":
+            assert noise.abs().max() < 1
+        elif kind == "executed":
+            assert noise[:, :1].abs().sum() == 0 and noise[:, 5:].abs().sum() == 0
+            assert noise[:, 1:5].abs().min() > 0
+    with pytest.raises(ValueError, match="executed"):
+        parse_noise_spec("noise:uniform:/some/base")

@@ -5,7 +5,11 @@ itself. For a diffusion / flow-matching base three noise choices cost nothing:
 
 * `gaussian`: fresh N(0, I) noise per chunk, what LeRobot's own `select_action` does;
 * `zero`: the all-zero initial noise, the mode of the prior (a weak base is often much better there);
-* `tanh`: tanh(N(0, I)), the bounded noise the VGD reference acts with (std about 0.63).
+* `tanh`: tanh(N(0, I)), the bounded noise the VGD reference acts with (std about 0.63);
+* `executed`: N(0, I) on the steps the base executes and zero on the others (a diffusion base
+  denoises `horizon` steps but executes `n_action_steps` of them; noise on the steps it never
+  executes still leaks into the executed ones through its temporal convolutions). This is where
+  DSRL's default `noise_layout=executed` starts from.
 
 In `--policy_paths` they are written `noise:<kind>:<checkpoint>`, e.g.
 `lerobot-steer-eval --policy_paths='[noise:zero:<base>,noise:tanh:<base>,<base>,<fine-tuned>]'`.
@@ -19,7 +23,7 @@ from torch import Tensor
 from lerobot_steer.steering.denoisers import make_denoiser
 
 NOISE_PREFIX = "noise:"
-NOISE_KINDS = ("gaussian", "zero", "tanh")
+NOISE_KINDS = ("gaussian", "zero", "tanh", "executed")
 
 
 def parse_noise_spec(spec: str) -> tuple[str, str]:
@@ -31,11 +35,20 @@ def parse_noise_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def initial_noise(kind: str, shape: tuple[int, ...], device=None, dtype=None) -> Tensor:
-    """Initial noise of one of the free baselines."""
+def initial_noise(
+    kind: str, shape: tuple[int, ...], device=None, dtype=None, executed: slice | None = None
+) -> Tensor:
+    """Initial noise (B, chunk_length, width) of one of the free baselines; `executed` is the time
+    slice the base executes (needed by kind `executed`)."""
     if kind == "zero":
         return torch.zeros(shape, device=device, dtype=dtype)
     noise = torch.randn(shape, device=device, dtype=dtype)
+    if kind == "executed":
+        if executed is None:
+            raise ValueError("noise kind 'executed' needs the executed time slice of the base")
+        kept = torch.zeros_like(noise)
+        kept[:, executed] = noise[:, executed]
+        return kept
     return torch.tanh(noise) if kind == "tanh" else noise
 
 
@@ -60,5 +73,6 @@ class FixedNoiseBase:
     def select_action(self, batch: dict, **kwargs) -> Tensor:
         obs = next(v for k, v in batch.items() if k.startswith("observation.") and isinstance(v, Tensor))
         param = next(self.policy.parameters())
-        noise = initial_noise(self.kind, self._denoiser.noise_shape(obs.shape[0]), param.device, param.dtype)
+        noise = initial_noise(self.kind, self._denoiser.noise_shape(obs.shape[0]), param.device, param.dtype,
+                              executed=self._denoiser.executed_slice)
         return self.policy.select_action(batch, noise=noise, **kwargs)

@@ -1,5 +1,6 @@
-# Two entry points: `make test` (what CI runs) and `make demo` (the main job on the built-in sim).
-# Both create .venv with Python 3.12 when needed and reinstall only when pyproject.toml changed.
+# Entry points: `make test` and `make lint` (what CI runs), `make test-fast` (the suite without the tests
+# marked slow: CLI subprocesses, long runs) and `make demo` (the main job on the built-in sim).
+# All create .venv with Python 3.12 when needed and reinstall only when pyproject.toml changed.
 
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
@@ -9,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test demo benchmark clean
+.PHONY: install test test-fast lint demo benchmark clean
 
 install: $(STAMP)
 
@@ -23,6 +24,13 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not slow"
+
+# Rules, exclusions (.venv, build, outputs) and their reasons: [tool.ruff] in pyproject.toml.
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
 
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py

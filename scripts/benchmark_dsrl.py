@@ -54,7 +54,15 @@ from lerobot.policies.factory import make_policy_config
 
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy
 from lerobot_steer.steering import BasePolicyAdapter
-from lerobot_steer.steering.tiny_bases import ACTION, CAMERA, ENV, STATE, batch_maker, offline_vla_builds, tiny_vla
+from lerobot_steer.steering.tiny_bases import (
+    ACTION,
+    CAMERA,
+    ENV,
+    STATE,
+    batch_maker,
+    offline_vla_builds,
+    tiny_vla,
+)
 
 GOAL = 0.10  # steering may add at most 10 % to the base's inference time
 BASE_NAMES = ("diffusion-state", "diffusion-camera", "smolvla-tiny", "pi0-tiny")

@@ -22,7 +22,7 @@ the same dataset and batch size.
    the same batch size. Per-step `updt_s` (forward, backward, clip, optimizer step: LeRobot's
    `update_policy`) and `data_s` are read from lerobot-train's log (`--log_freq=1`), first
    `--warmup` steps dropped, median taken. The dyna_vgd TD target needs a guided decode of the base
-   at the chunk-end observation for every sample of every step (algorithms.md §3.4, pitfall 10):
+   at the chunk-end observation for every sample of every step (as the VGD reference code does, DozenDucc/VGD):
    N no-grad U-Net forwards against diffusion's one forward + backward, so the ratio grows with the
    number of denoising steps N (`--train_inference_steps`).
 

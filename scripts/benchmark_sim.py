@@ -25,7 +25,6 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco
-import numpy as np
 
 from lerobot_steer.sim.generate import GenerateConfig, generate
 from lerobot_steer.sim.pick_place_env import PickPlaceConfig, SO101PickPlaceEnv

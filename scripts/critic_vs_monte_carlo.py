@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from lerobot.policies.factory import make_pre_post_processors
 
 import lerobot_steer  # noqa: F401  (registers the policy types)

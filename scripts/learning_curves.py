@@ -3,7 +3,8 @@
 From one base checkpoint (a diffusion policy trained by lerobot-train on expert sim data):
 
 1. the free baselines, one `lerobot-steer-eval` on the final evaluation seeds: the base on N(0, I)
-   noise (what LeRobot runs), on zero noise and on tanh(N(0, I)) noise (`noise:<kind>:<base>`);
+   noise (what LeRobot runs), on zero noise, on tanh(N(0, I)) noise and on N(0, I) noise on the
+   executed steps only (`noise:<kind>:<base>`);
 2. each method, each seed: `lerobot-steer-rl` with its **defaults** (only the policy type, the base,
    the env, the budget and the evaluation schedule are passed), evaluated every `--eval_every` env
    steps on `--eval_episodes` fixed episodes;
@@ -25,7 +26,6 @@ import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +37,10 @@ from lerobot_steer.rl.plots import eval_curve, plot_learning_curves, run_curves
 
 BIN = Path(sys.executable).parent
 METHODS = ("dsrl", "dsrl_na", "vgd", "dyna_vgd")
-BASELINES = ("gaussian", "zero", "tanh")
+BASELINES = ("gaussian", "zero", "tanh", "executed")
 LABELS = {"dsrl": "DSRL-SAC", "dsrl_na": "DSRL-NA", "vgd": "VGD", "dyna_vgd": "Dynamic VGD",
-          "gaussian": "base, N(0, I) noise", "zero": "base, zero noise", "tanh": "base, tanh(N(0, I)) noise"}
+          "gaussian": "base, N(0, I) noise", "zero": "base, zero noise", "tanh": "base, tanh(N(0, I)) noise",
+          "executed": "base, N(0, I) on executed steps"}
 POLICY_FLAGS = {"dsrl": ["--policy.type=dsrl", "--policy.variant=sac"], "dsrl_na": ["--policy.type=dsrl", "--policy.variant=na"],
                 "vgd": ["--policy.type=dyna_vgd", "--policy.guidance_mode=fixed"], "dyna_vgd": ["--policy.type=dyna_vgd"]}
 
@@ -182,7 +183,7 @@ def main() -> None:
                          title="SO-101 sim: online fine-tuning at default settings vs the base's free baselines")
     lines = [f"Held-out final evaluation: {args.final_episodes} episodes (seeds {args.final_seed}+), Wilson 95 % "
              f"intervals; runs of {args.steps} env steps at default settings; McNemar p against each free baseline.", "",
-             "| policy | seed | success (sampled) | 95 % CI | success (deterministic) | p vs N(0,I) / zero / tanh | "
+             "| policy | seed | success (sampled) | 95 % CI | success (deterministic) | p vs N(0,I) / zero / tanh / executed | "
              "env steps to 90 % | minutes to 90 % | minutes |", "|---|---|---|---|---|---|---|---|---|"]
     for b in BASELINES:
         d = describe(finals[LABELS[b]])

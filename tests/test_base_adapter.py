@@ -13,10 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.policies.factory import make_policy_config
 from helpers_bases import (  # noqa: F401  (one_thread, vla_builds: pytest fixtures)
     ACTION,
     CAMERA,
@@ -29,6 +25,11 @@ from helpers_bases import (  # noqa: F401  (one_thread, vla_builds: pytest fixtu
     tiny_vla,
     vla_builds,
 )
+from safetensors.torch import save_file
+
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.policies.factory import make_policy_config
+
 from lerobot_steer.steering import (
     BasePolicyAdapter,
     CheckpointError,
@@ -168,6 +169,24 @@ def test_damaged_checkpoint_error_names_the_file_and_the_fix(base, damage, tmp_p
     assert "save_pretrained" in message  # the fix
 
 
+@pytest.mark.parametrize("content", ["{not json", '["a list"]', '{"steps": ["not an object"]}'])
+def test_corrupt_processor_file_raises_naming_it_instead_of_dropping_the_device_override(tmp_path, content):
+    from lerobot_steer.policies.common.processors import base_pre_post_processors
+    from lerobot_steer.policies.dsrl import DSRLConfig
+    from lerobot_steer.steering.base_adapter import PREPROCESSOR_FILE, _pipeline_has_step
+
+    folder = save_base(*tiny_diffusion(), tmp_path / "base")
+    assert _pipeline_has_step(folder / PREPROCESSOR_FILE, "device_processor")
+    assert not _pipeline_has_step(folder / PREPROCESSOR_FILE, "no_such_step")
+    assert not _pipeline_has_step(folder / "absent.json", "device_processor")  # the loader names it
+    (folder / PREPROCESSOR_FILE).write_text(content)
+    for load in (lambda: BasePolicyAdapter.from_pretrained(folder),
+                 lambda: base_pre_post_processors(DSRLConfig(base_policy_path=str(folder), device="cpu"))):
+        with pytest.raises(CheckpointError, match="not a LeRobot processor pipeline") as error:
+            load()
+        assert str(folder / PREPROCESSOR_FILE) in str(error.value)
+
+
 def test_training_checkpoint_root_points_to_pretrained_model(tmp_path):
     (tmp_path / "pretrained_model").mkdir()
     (tmp_path / "pretrained_model" / "config.json").write_text("{}")
@@ -176,7 +195,7 @@ def test_training_checkpoint_root_points_to_pretrained_model(tmp_path):
 
 
 def test_missing_local_folder_is_reported_as_a_path(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+    with pytest.raises(CheckpointError, match="nothing_here does not exist"):
         BasePolicyAdapter.from_pretrained(tmp_path / "outputs" / "nothing_here")
 
 

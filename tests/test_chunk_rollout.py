@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from contextlib import closing
 from types import SimpleNamespace
@@ -24,8 +25,9 @@ from gymnasium.vector import AutoresetMode
 
 from lerobot.envs.utils import preprocess_observation
 from lerobot.rl.data_sources import OnlineOfflineMixer
+
 from lerobot_steer.policies.common.frozen_base import FrozenBasePolicyMixin
-from lerobot_steer.rl.chunk_rollout import ChunkBatch, ChunkCollector, prior_noise_policy
+from lerobot_steer.rl.chunk_rollout import ChunkBatch, ChunkCollector
 from lerobot_steer.rl.replay_buffer import ChunkReplayBuffer
 
 K = 3  # chunk length in the toy tests
@@ -68,7 +70,7 @@ class CounterEnv(gym.Env):
 # env 0 terminates mid-chunk (step 5), env 1 times out mid-chunk (step 7), env 2 never ends,
 # env 3 terminates on a chunk's last step (6), env 4 times out after every step (its ghost steps
 # end ghost episodes too).
-TOY = [dict(terminate_at=5), dict(time_limit=7), dict(), dict(terminate_at=6), dict(time_limit=1)]
+TOY = [dict(terminate_at=5), dict(time_limit=7), {}, dict(terminate_at=6), dict(time_limit=1)]
 
 
 def make_toy(vector_cls=gym.vector.SyncVectorEnv, **kwargs) -> gym.vector.VectorEnv:
@@ -164,20 +166,6 @@ def test_collector_refuses_next_step_autoreset():
     with pytest.raises(ValueError, match="SAME_STEP"):
         ChunkCollector(envs)
     envs.close()
-
-
-def test_prior_noise_policy_draws_standard_normal_noise():
-    """Prefill acts with the base on N(0, I) noise and hands that noise back as an extra."""
-    seen = []
-
-    def decode(obs, noise):
-        seen.append(noise)
-        return np.zeros((len(obs["step"]), K, 1), np.float32)
-
-    policy = prior_noise_policy(decode, (4, 2), generator=torch.Generator().manual_seed(0))
-    chunk, extras = policy({"step": np.zeros((2000, 1))})
-    assert chunk.shape == (2000, K, 1) and extras["noise"] is seen[0] and seen[0].shape == (2000, 4, 2)
-    assert abs(float(seen[0].mean())) < 0.05 and abs(float(seen[0].std()) - 1.0) < 0.05
 
 
 def test_so101_sim_time_limit_chunks():
@@ -297,3 +285,44 @@ def test_lerobot_online_offline_mixer_accepts_chunk_buffers():
     batch = next(OnlineOfflineMixer(online, offline, online_ratio=0.5).get_iterator(8, async_prefetch=False))
     assert batch["action"].shape == (8, K, 2) and batch["state"]["observation.images.front"].shape[0] == 8
     assert (batch["reward"][:4] < 100).all() and (batch["reward"][4:] >= 100).all()
+
+
+class _SimStateEnv(CounterEnv):
+    """CounterEnv whose state can be read and written, like the SO-101 sim's `sim_state`."""
+
+    @property
+    def sim_state(self):
+        return {"t": self.t, "episode": self.episode}
+
+    @sim_state.setter
+    def sim_state(self, state):
+        self.t, self.episode = state["t"], state["episode"]
+
+
+class _BrokenSimStateEnv(CounterEnv):
+    @property
+    def sim_state(self):
+        return self.no_such_field  # a bug inside the property: an AttributeError of its own
+
+
+def test_collector_state_holds_env_states_and_a_broken_sim_state_raises_instead_of_restarting(caplog):
+    make = lambda cls: gym.vector.SyncVectorEnv([lambda: gym.wrappers.RecordEpisodeStatistics(cls())] * 2,  # noqa: E731
+                                                autoreset_mode=AutoresetMode.SAME_STEP)
+    collector = ChunkCollector(make(_SimStateEnv))
+    collector.reset(seed=0)
+    collector.collect(lambda obs: (np.zeros((2, K, 1), np.float32), {}))
+    assert collector.state_dict()["sim_states"] == [{"t": K, "episode": 0}] * 2
+
+    with pytest.raises(AttributeError) as error:  # surfaces, not read as "this env has no sim_state"
+        ChunkCollector(make(_BrokenSimStateEnv)).state_dict()
+    causes = [error.value]
+    while causes[-1].__cause__ is not None or causes[-1].__context__ is not None:
+        causes.append(causes[-1].__cause__ or causes[-1].__context__)
+    assert any("no_such_field" in str(e) for e in causes)
+
+    plain = ChunkCollector(make(CounterEnv))
+    with caplog.at_level(logging.WARNING):
+        assert plain.state_dict()["sim_states"] is None and plain.state_dict()["sim_states"] is None
+    assert [r.getMessage() for r in caplog.records].count(
+        "the envs have no `sim_state` property: a resumed run restarts their episodes (everything else resumes exactly)"
+    ) == 1

@@ -8,6 +8,8 @@ import json
 import pytest
 from cli_helpers import BIN, eval_on_sim, run_cli, train_steering
 
+pytestmark = pytest.mark.slow  # every test runs lerobot-train / lerobot-eval in a subprocess
+
 TINY_DSRL = [
     "--policy.type=dsrl", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.hidden_dims=[32,32]",
 ]
@@ -42,7 +44,7 @@ def test_lerobot_train_runs_offline_dsrl_na_and_saves_a_self_contained_checkpoin
     from safetensors import safe_open
 
     with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
-        assert not [k for k in f.keys() if k.startswith("adapter.")]
+        assert not [k for k in f.keys() if k.startswith("adapter.")]  # noqa: SIM118  (safe_open is no dict)
     # Its processors are the base's (same normalizer stats), under LeRobot's standard step names.
     steps = [s["registry_name"] for s in json.loads((ckpt / "policy_preprocessor.json").read_text())["steps"]]
     assert "normalizer_processor" in steps and "device_processor" in steps

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import types
 from fnmatch import fnmatch
-from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_bases import (  # noqa: F401  (one_thread, vla_builds, diffusion_base: pytest fixtures)
     ACTION,
     ENV,
@@ -23,8 +20,9 @@ from helpers_bases import (  # noqa: F401  (one_thread, vla_builds, diffusion_ba
     tiny_adapter,
     vla_builds,
 )
-from lerobot.configs.types import FeatureType, PolicyFeature
+
 from lerobot.rl.algorithms.factory import make_algorithm
+
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy, make_dsrl_pre_post_processors
 from lerobot_steer.rl import DSRLAlgorithmConfig
 from lerobot_steer.steering import BasePolicyAdapter, CheckpointError, FeatureMismatchError
@@ -67,7 +65,7 @@ def _dataset_batch(policy: DSRLPolicy, obs: dict, action, reward, *, ended=None)
 # --------------------------------------------------------------------------------- steering
 
 
-@pytest.mark.parametrize("layout", ["full", "executed", "repeat"])
+@pytest.mark.parametrize("layout", ["full", "executed", "repeat", "repeat_executed"])
 def test_same_noise_same_chunk_other_noise_other_chunk(base, layout):
     adapter, make_batch = base
     policy = _dsrl(adapter, noise_layout=layout)
@@ -85,6 +83,12 @@ def test_same_noise_same_chunk_other_noise_other_chunk(base, layout):
         assert policy.noise_dim == n_exec * adapter.noise_shape(1)[2]
         full = policy.base_noise(w1)
         assert torch.equal(full[:, start : start + n_exec].reshape(2, -1), w1)
+        assert full[:, :start].abs().sum() == 0 and full[:, start + n_exec :].abs().sum() == 0
+    if layout == "repeat_executed":  # one vector on every executed step, zero elsewhere
+        n_exec, start = policy.config.n_exec, adapter.executed_start
+        assert policy.noise_dim == adapter.noise_shape(1)[2]
+        full = policy.base_noise(w1)
+        assert torch.equal(full[:, start], w1) and torch.equal(full[:, start + n_exec - 1], w1)
         assert full[:, :start].abs().sum() == 0 and full[:, start + n_exec :].abs().sum() == 0
 
 
@@ -142,6 +146,7 @@ def _toy(adapter, make_batch, variant, steps, seed=0):
     return policy, obs, target, reward_of
 
 
+@pytest.mark.slow  # about 20 s on CPU
 def test_dsrl_na_losses_decrease_and_the_actor_finds_better_noise_through_forward(diffusion_base):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
     policy, obs, target, reward_of = _toy(adapter, batch_maker(adapter.policy), "na", 0)
@@ -171,7 +176,7 @@ def test_dsrl_na_losses_decrease_and_the_actor_finds_better_noise_through_forwar
 def test_dsrl_sac_losses_decrease_through_the_registered_rl_algorithm(diffusion_base):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
     policy, obs, target, reward_of = _toy(adapter, batch_maker(adapter.policy), "sac", 0)
-    algorithm = make_algorithm(DSRLAlgorithmConfig(policy_config=policy.config, utd_ratio=5), policy)
+    algorithm = make_algorithm(DSRLAlgorithmConfig(policy_config=policy.config, grad_steps_per_update=5), policy)
     assert type(algorithm).__name__ == "DSRLAlgorithm"  # LeRobot's factory builds our type
     b = 32
     batch_obs = {k: v.expand(b, *v.shape[1:]) for k, v in obs.items()}
@@ -212,6 +217,7 @@ torch.save({"mean": policy.predict_action_chunk(batch["obs"], deterministic=True
 """
 
 
+@pytest.mark.slow  # loads the checkpoint in a fresh Python process
 def test_save_then_load_in_a_fresh_process_gives_identical_actions(diffusion_base, tmp_path):
     torch.manual_seed(1)
     policy = DSRLPolicy(DSRLConfig(base_policy_path=str(diffusion_base), **SMALL))
@@ -368,3 +374,13 @@ def test_time_limit_ends_bootstrap_unless_asked_to_end_the_return_like_the_refer
     assert policy.transitions_from_replay(batch).terminated.tolist() == [1.0, 0.0, 0.0]
     policy.config.bootstrap_time_limit = False
     assert policy.transitions_from_replay(batch).terminated.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_prefill_noise_is_the_prior_clipped_to_the_actor_bound(base):
+    """Prefill transitions must lie where the actor can act: the critic learns on them."""
+    adapter, _ = base
+    policy = _dsrl(adapter, noise_bound=0.5)
+    torch.manual_seed(0)
+    w = policy.prefill_noise(512)
+    assert w.shape == (512, policy.noise_dim)
+    assert w.abs().max() <= 0.5 and (w.abs() == 0.5).float().mean() > 0.3  # N(0, I) clipped, not rescaled

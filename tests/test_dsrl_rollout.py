@@ -19,9 +19,11 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import pytest
 import torch
 
 from lerobot.configs.types import FeatureType, PolicyFeature
+
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy, make_dsrl_pre_post_processors
 from lerobot_steer.sim.pick_place_env import TASK_DESCRIPTION
 from lerobot_steer.sim.units import JOINT_LIMITS_LEROBOT
@@ -64,6 +66,7 @@ def _dsrl_checkpoint(tmp_path: Path) -> Path:
     return checkpoint
 
 
+@pytest.mark.slow  # lerobot-rollout in a subprocess
 def test_lerobot_rollout_runs_a_dsrl_checkpoint_from_policy_path_alone(tmp_path):
     checkpoint = _dsrl_checkpoint(tmp_path)
     assert (checkpoint / "base_policy" / "model.safetensors").is_file()

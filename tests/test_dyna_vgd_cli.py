@@ -15,6 +15,8 @@ import pytest
 import torch
 from cli_helpers import BIN, STEERING_TRAIN_ARGS, TINY_DIFFUSION_ARGS, eval_on_sim, run_cli, train_steering
 
+pytestmark = pytest.mark.slow  # every test runs lerobot-train / lerobot-eval in a subprocess
+
 TINY_DYNA_VGD = [
     "--policy.type=dyna_vgd", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.hidden_dims=[32,32]",
 ]
@@ -199,3 +201,14 @@ def test_lerobot_train_bc_mode_without_rewards_trains_the_base_only_and_says_so_
     assert len(_logged(log, "bc_loss")) == 2 and "critic_loss" not in log
     config = json.loads((tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())
     assert config["train_critic"] is False  # saved: the loaded policy acts unguided, critics untrained
+
+
+def test_lerobot_train_without_base_flags_fails_naming_both_ways_to_give_a_base(state_dataset, tmp_path):
+    """`--policy.type=dyna_vgd` with only dataset flags: no checkpoint to guide and no bc mode asked for."""
+    root, _ = state_dataset
+    result = run_cli([BIN / "lerobot-train", *TINY_DYNA_VGD, *STEERING_TRAIN_ARGS, "--dataset.repo_id=local/so101_state",
+                      f"--dataset.root={root}", "--steps=1", f"--output_dir={tmp_path / 'run'}"], cwd=tmp_path, ok=False)
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert "--policy.base_policy_path=<" in error and "--policy.base_mode=bc" in error, error
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from lerobot_steer.sim.expert import ScriptedExpert
+from lerobot_steer.sim.model import scene_path
 from lerobot_steer.sim.pick_place_env import (
     NEVER_PICKED_UP,
     SUCCESS,
     PickPlaceConfig,
     SO101PickPlaceEnv,
 )
-from lerobot_steer.sim.model import scene_path
 
 
 def _rollout(env, seed, actions):
@@ -59,7 +59,7 @@ def test_every_step_reports_is_success_and_task():
     env = SO101PickPlaceEnv(obs_type="state", episode_length=5)
     obs, info = env.reset(seed=0)
     assert "is_success" in info and env.task_description == env.task
-    for t in range(5):
+    for _ in range(5):
         obs, reward, terminated, truncated, info = env.step(obs["agent_pos"])
         assert isinstance(info["is_success"], bool) and info["task"] == env.task_description
     assert truncated and not terminated and env._max_episode_steps == 5

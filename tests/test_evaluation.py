@@ -17,11 +17,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 from PIL import Image
 
-from lerobot_steer.evaluation import PolicyUnderTest, paired_comparison, run_episodes, summarize, wilson_interval
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+
+from lerobot_steer.evaluation import (
+    PolicyUnderTest,
+    paired_comparison,
+    run_episodes,
+    summarize,
+    wilson_interval,
+)
 from lerobot_steer.evaluation.baselines import HoldPolicy, make_builtin
 from lerobot_steer.evaluation.checks import FeatureMismatchError, env_feature_problems
 from lerobot_steer.evaluation.cli import main as eval_main
@@ -143,17 +150,20 @@ def test_feature_check_names_camera_size_and_unknown_camera_fixes():
     assert env_feature_problems(ok, SO101SimEnvConfig(obs_type="pixels", cameras=("wrist",))) == []
 
 
-def test_state_checkpoint_on_pixel_env_fails_before_rollout_naming_the_feature(state_checkpoint, tmp_path):
-    with pytest.raises(SystemExit) as err:  # the CLI exits with the message, not a traceback
+@pytest.mark.slow  # state_checkpoint runs lerobot-train in a subprocess
+def test_state_checkpoint_on_pixel_env_fails_before_rollout_naming_the_feature(state_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:  # the CLI exits 2 with `error: <message>`, not a traceback
         eval_main([f"--policy_paths=[{state_checkpoint}]", "--env.obs_type=pixels", "--n_episodes=1",
                    f"--output_dir={tmp_path}"])
-    assert isinstance(err.value.__cause__, FeatureMismatchError)
-    message = str(err.value.code)
-    assert "observation.environment_state" in message and "--env.obs_type=state" in message
+    assert isinstance(err.value.__cause__, FeatureMismatchError) and err.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: ") and "observation.environment_state" in message
+    assert "--env.obs_type=state" in message
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written
 
 
 # ------------------------------------------------------------------ the command
+@pytest.mark.slow  # lerobot-train and lerobot-steer-eval in subprocesses
 def test_cli_evaluates_a_lerobot_checkpoint_and_writes_report_table_chart_and_video(state_checkpoint, tmp_path):
     out = tmp_path / "eval"
     cmd = [str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{state_checkpoint},builtin:hold]",
@@ -186,8 +196,6 @@ def test_cli_evaluates_a_lerobot_checkpoint_and_writes_report_table_chart_and_vi
 def test_noise_baselines_draw_the_documented_noise():
     """Each free baseline hands the base the noise its name promises, on the base's own noise shape:
     `executed` keeps N(0, I) only on the steps a diffusion base executes (n_obs_steps - 1 onwards)."""
-    import torch
-
     from lerobot_steer.evaluation.noise_baselines import FixedNoiseBase, parse_noise_spec
     from lerobot_steer.steering.tiny_bases import batch_maker, tiny_diffusion
 

@@ -7,6 +7,9 @@ import json
 import pytest
 from cli_helpers import BIN, TINY_DIFFUSION_ARGS, run_cli
 
+pytestmark = pytest.mark.slow  # every test runs lerobot-train / lerobot-eval in a subprocess
+
+
 @pytest.fixture(scope="module")
 def checkpoint(pixel_dataset, tmp_path_factory):
     """`lerobot-train --policy.type=diffusion` on the generated camera dataset, as a user would run it."""

@@ -29,6 +29,7 @@ def installed_wheel(tmp_path_factory):
     return wheel, target
 
 
+@pytest.mark.slow  # builds and installs the wheel with pip
 def test_wheel_ships_the_entry_module_scenes_and_underscore_name(installed_wheel):
     wheel, _ = installed_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -48,6 +49,7 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages"
 
 
+@pytest.mark.slow  # builds the wheel, then imports it in a fresh interpreter
 def test_lerobot_discovers_the_installed_wheel(installed_wheel):
     """LeRobot imports distributions named lerobot_policy_* by name; the wheel's copy must be the one used."""
     _, target = installed_wheel
@@ -65,6 +67,7 @@ def test_lerobot_discovers_the_installed_wheel(installed_wheel):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd="/")
 
 
+@pytest.mark.slow  # builds the wheel, then runs each CLI in a subprocess
 @pytest.mark.parametrize(
     "cli, flags, expected",
     [

@@ -18,6 +18,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import pytest
+
 from lerobot.cameras.opencv import OpenCVCameraConfig
 from lerobot.robots import make_robot_from_config
 from lerobot.robots.so_follower import SO101Follower, SOFollowerRobotConfig
@@ -170,6 +171,69 @@ def test_episode_announcement_resets_the_scene_at_the_next_frame_only(sim_robot,
     teleop.disconnect()
 
 
+def test_an_announcement_logged_by_a_child_logger_still_starts_a_new_scene(sim_robot, tmp_path, caplog):
+    """If LeRobot moves log_say to a module logger, the root handler still hears it (a filter would not)."""
+    caplog.set_level(logging.INFO)
+    teleop = SO101SimExpert(SO101SimExpertConfig(calibration_dir=tmp_path / "calibration"))
+    teleop.connect()
+    sim_robot.get_observation()
+    _control_loop(sim_robot, teleop, steps=10)
+    logging.getLogger("lerobot.utils.utils").info("Recording episode 1")
+    sim_robot.get_observation()
+    assert sim_robot.scene_version == 2
+    teleop.disconnect()
+
+
+def test_connect_warns_naming_the_seam_when_log_say_cannot_be_heard(connect_sim, caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("lerobot.utils.utils.log_say", lambda text, play_sounds=True, blocking=False: None)
+    connect_sim()
+    assert any("LeRobot seam changed" in r.getMessage() and "log_say" in r.getMessage() for r in caplog.records)
+
+
+def test_recording_loop_episodes_get_their_own_scene_even_unannounced_and_a_missing_announcement_is_reported(
+    sim_robot, tmp_path, caplog
+):
+    """LeRobot's real record_loop: each call with a dataset is an episode; one nobody announced is
+    logged as an error naming the seam and still gets a fresh scene."""
+    import types
+
+    from lerobot.processor import make_default_processors
+    from lerobot.scripts.lerobot_record import record_loop
+
+    caplog.set_level(logging.INFO)
+    teleop = SO101SimExpert(SO101SimExpertConfig(calibration_dir=tmp_path / "calibration"))
+    teleop.connect()
+    teleop_proc, robot_proc, obs_proc = make_default_processors()
+    fps = sim_robot.config.fps
+    frames = []
+    dataset = types.SimpleNamespace(fps=fps, features={}, add_frame=frames.append)
+
+    def run(recording: bool):
+        record_loop(robot=sim_robot, events={"exit_early": False}, fps=fps, teleop_action_processor=teleop_proc,
+                    robot_action_processor=robot_proc, robot_observation_processor=obs_proc,
+                    dataset=dataset if recording else None, teleop=teleop, control_time_s=0.15, single_task="t")
+
+    def seam_errors():
+        return [r for r in caplog.records if r.levelno >= logging.ERROR and "LeRobot seam changed" in r.getMessage()]
+
+    log_say("Recording episode 0", play_sounds=False)
+    run(recording=True)
+    assert sim_robot.scene_version == 1 and sim_robot.recorded_episodes == 1 and frames and not seam_errors()
+    run(recording=False)  # the reset phase is no episode
+    assert sim_robot.scene_version == 1 and sim_robot.recorded_episodes == 1
+
+    run(recording=True)  # LeRobot announced nothing: reported, and a fresh scene all the same
+    assert sim_robot.scene_version == 2 and sim_robot.recorded_episodes == 2
+    (error,) = seam_errors()
+    assert "Recording episode" in error.getMessage() and "log_say" in error.getMessage()
+
+    logging.getLogger("lerobot.utils.utils").info("Recording episode 2")  # announced again, by a child logger
+    run(recording=True)
+    assert sim_robot.scene_version == 3 and sim_robot.recorded_episodes == 3 and len(seam_errors()) == 1
+    teleop.disconnect()
+
+
 def test_expert_without_a_sim_robot_says_what_is_missing(tmp_path):
     teleop = SO101SimExpert(SO101SimExpertConfig(robot_id="nope", calibration_dir=tmp_path / "calibration"))
     teleop.connect()
@@ -186,6 +250,7 @@ def _grasp_position(states: np.ndarray, actions: np.ndarray, ik: ArmIK) -> np.nd
     return position[:2]
 
 
+@pytest.mark.slow  # lerobot-record in a subprocess
 def test_lerobot_record_with_the_expert_records_one_scene_per_episode(tmp_path):
     from lerobot.datasets import LeRobotDataset
 
@@ -237,6 +302,7 @@ def test_lerobot_record_with_the_expert_records_one_scene_per_episode(tmp_path):
 def _tiny_act_checkpoint(path: Path) -> Path:
     """A random-weight ACT for the sim's front camera and joints, saved like a training checkpoint."""
     import torch
+
     from lerobot.configs import FeatureType, PolicyFeature
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
@@ -260,6 +326,7 @@ def _tiny_act_checkpoint(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # lerobot-rollout in a subprocess
 def test_lerobot_rollout_runs_a_policy_on_the_sim_robot(tmp_path):
     checkpoint = _tiny_act_checkpoint(tmp_path / "act")
     cmd = [

@@ -16,6 +16,7 @@ import torch
 from torch import distributions as D
 
 from lerobot.configs import FeatureType, PolicyFeature
+
 from lerobot_steer.steering.encoders import ObservationEncoder, SpatialSoftmax, StateEncoder
 from lerobot_steer.steering.losses import (
     actor_loss,
@@ -198,7 +199,7 @@ def test_actor_loss_trains_the_actor_only_and_temperature_follows_entropy():
 
 def test_noise_critic_regresses_each_head_onto_the_action_critic_of_the_decoded_noise():
     q_a, q_w = CriticEnsemble(3, 2, 2, (8,)), CriticEnsemble(3, 2, 2, (8,))
-    A = torch.tensor([[2.0, 0.0], [1.0, -1.0]])
+    A = torch.tensor([[2.0, 0.0], [1.0, -1.0]])  # noqa: N806  (a matrix)
     s, w = torch.randn(5, 3), torch.randn(5, 2)
     loss_fn, _ = noise_critic_loss(q_w, q_a, s, w, lambda noise: noise @ A.T)
     loss_t, m = noise_critic_loss(q_w, q_a, s, w, w @ A.T)
@@ -315,7 +316,7 @@ def train_toy_dsrl(variant: str, updates: int = 300, batch: int = 128, lr: float
             s_new = torch.randn(8, OBS_DIM)
             w_new = actor(s_new).action
         states.append(s_new), actions.append(stored(w_new)), rewards.append(bandit_reward(base_decode(w_new)))
-        S, X, R = torch.cat(states), torch.cat(actions), torch.cat(rewards)
+        S, X, R = torch.cat(states), torch.cat(actions), torch.cat(rewards)  # noqa: N806  (whole data sets)
         idx = torch.randint(len(S), (batch,))
         s, x, r = S[idx], X[idx], R[idx]
 

@@ -19,6 +19,7 @@ import torch
 from helpers_bases import batch_maker, diffusion_base, one_thread  # noqa: F401  (pytest fixtures)
 
 from lerobot.rl.algorithms.factory import make_algorithm
+
 from lerobot_steer.evaluation.noise_baselines import initial_noise
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy
 from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy
@@ -86,13 +87,14 @@ def _train_online(policy, algorithm, act, obs, reward_of, *, iterations: int, pr
     return policy
 
 
+@pytest.mark.slow  # 25-200 s on CPU: thousands of updates
 @pytest.mark.parametrize("variant", ["sac", "na"])
 def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_base, variant):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
     obs, reward_of, w_star = _bandit(adapter)
     torch.manual_seed(1)
     policy = DSRLPolicy(DSRLConfig(variant=variant, **NARROW), base_adapter=adapter)
-    algorithm = make_algorithm(DSRLAlgorithmConfig(policy_config=policy.config, utd_ratio=4), policy)
+    algorithm = make_algorithm(DSRLAlgorithmConfig(policy_config=policy.config, grad_steps_per_update=4), policy)
     free = _baselines(policy, obs, reward_of)
 
     def act(prior: bool):
@@ -108,6 +110,7 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_bas
     assert mean > 2.5, (mean, free)  # 4 is the optimum (every step on target)
 
 
+@pytest.mark.slow  # about 45 s each on CPU
 @pytest.mark.parametrize("mode", ["fixed", "dynamic"])
 def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target(diffusion_base, mode):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
@@ -117,7 +120,7 @@ def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target
     # lambda_base (0.005) and C_local / C_global are set for: scale them as the config documents.
     policy = DynaVGDPolicy(DynaVGDConfig(guidance_mode=mode, guidance_scale=1.0, c_local=0.5, c_global=1.0,
                                          guidance_last_k=None, **NARROW), base_adapter=adapter)
-    algorithm = make_algorithm(DynaVGDAlgorithmConfig(policy_config=policy.config, utd_ratio=4), policy)
+    algorithm = make_algorithm(DynaVGDAlgorithmConfig(policy_config=policy.config, grad_steps_per_update=4), policy)
     free = _baselines(policy, obs, reward_of)
 
     def act(prior: bool):

@@ -168,6 +168,7 @@ class ActionLog(PolicyUnderTest):
         return action
 
 
+@pytest.mark.slow  # state_checkpoint runs lerobot-train in a subprocess
 def test_steering_checkpoint_video_shows_steered_and_base_trails_and_acts_as_without(dsrl_checkpoint, tmp_path):
     env = SO101SimEnvConfig(obs_type="state", episode_length=10, render_height=240, render_width=320)
     logs = {}
@@ -197,6 +198,7 @@ def test_steering_checkpoint_video_shows_steered_and_base_trails_and_acts_as_wit
     np.testing.assert_array_equal(logs[True], logs[False])
 
 
+@pytest.mark.slow  # state_checkpoint runs lerobot-train in a subprocess
 def test_cli_writes_trail_videos_for_a_plain_lerobot_checkpoint(state_checkpoint, tmp_path):
     out = tmp_path / "eval"
     eval_main([f"--policy_paths=[{state_checkpoint},builtin:hold]", "--env.obs_type=state", "--env.episode_length=6",
@@ -213,6 +215,7 @@ def test_cli_writes_trail_videos_for_a_plain_lerobot_checkpoint(state_checkpoint
         assert (drawn > 0) == (name == "run@last")  # hold predicts no chunks: no trail, no failure
 
 
+@pytest.mark.slow  # state_checkpoint runs lerobot-train in a subprocess
 def test_dyna_vgd_base_trail_decodes_the_same_noise_unguided(state_checkpoint):
     """For value guidance the comparison is paired: the base's trail is the same N(0, I) noise decoded
     without guidance, so it coincides with the policy's when guidance is off and departs when it is on."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from lerobot.utils.constants import OBS_ENV_STATE, OBS_STATE
 
 from lerobot_steer.sim.expert import ScriptedExpert

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import draccus
 
+from lerobot_steer.cli_errors import run_command
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
 from lerobot_steer.sim.pick_place_env import config_as_kwargs
 
-from .checks import FeatureMismatchError
 from .report import build_report, markdown_table, write_outputs
 from .rollout import run_episodes
 from .video import VideoConfig, VideoRecorder
@@ -69,7 +69,7 @@ def evaluate(cfg: SteerEvalConfig) -> dict:
     output_dir = Path(cfg.output_dir)
     labels = unique_labels(cfg.policy_paths)
     # Load all first: a feature mismatch or a missing file fails before any episode runs.
-    policies = [load_policy(p, cfg.env, cfg.device, label) for p, label in zip(cfg.policy_paths, labels)]
+    policies = [load_policy(p, cfg.env, cfg.device, label) for p, label in zip(cfg.policy_paths, labels, strict=True)]
     seeds = [cfg.seed + i for i in range(cfg.n_episodes)]
     runs = []
     for put in policies:
@@ -91,11 +91,8 @@ def main(args: list[str] | None = None):
     logging.basicConfig(level=logging.INFO)
     os.environ.setdefault("MUJOCO_GL", "egl")
     register_third_party_plugins()  # other plugins' policy types, as lerobot-eval loads them
-    cfg = draccus.parse(config_class=SteerEvalConfig, args=args)
-    try:
-        evaluate(cfg)
-    except FeatureMismatchError as err:  # a usage error: the message, not a traceback
-        raise SystemExit(f"lerobot-steer-eval: {err}") from err
+    # User errors (bad flags, a missing checkpoint folder, a feature mismatch): `error: <message>`, exit 2.
+    run_command(lambda: evaluate(draccus.parse(config_class=SteerEvalConfig, args=args)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ A checkpoint's processors (normalization stats, renames, tokenizers) are part of
 them from the checkpoint with LeRobot's `make_pre_post_processors(pretrained_path=...)` and add the
 env's own processors, so every registered policy type, ours included, loads through one path.
 The features are checked against the env first, so a mismatch fails in seconds, not after a rollout.
+An entry written as a local path (absolute, ./, ../, ~, more than the one slash of a Hub id owner/name)
+is never sent to the Hub: a missing folder, or one without config.json, is named as such.
 `builtin:expert` and `builtin:hold` name the reference policies of `baselines.py`;
 `noise:<gaussian|zero|tanh>:<checkpoint>` a base decoded from that initial noise (`noise_baselines.py`).
 """
@@ -13,9 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs.factory import make_env_pre_post_processors
 from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+from lerobot_steer.cli_errors import user_input
+from lerobot_steer.steering.base_adapter import load_checkpoint_config
 
 from .baselines import BUILTIN_PREFIX, make_builtin
 from .checks import check_policy_matches_env
@@ -28,7 +34,8 @@ def checkpoint_label(path: str) -> str:
     if path.startswith(BUILTIN_PREFIX):
         return path
     if path.startswith(NOISE_PREFIX):
-        kind, base = parse_noise_spec(path)
+        with user_input():  # a malformed noise:<kind>:<checkpoint> entry
+            kind, base = parse_noise_spec(path)
         return f"{checkpoint_label(base)}[noise={kind}]"
     parts = Path(path).parts
     if parts and parts[-1] == "pretrained_model":
@@ -49,9 +56,15 @@ def unique_labels(paths: list[str]) -> list[str]:
 
 def load_policy_config(path: str, device: str | None) -> PreTrainedConfig:
     """The checkpoint's config, with the inference device chosen here (a checkpoint trained on
-    CUDA must still evaluate on a CPU machine)."""
-    config = PreTrainedConfig.from_pretrained(path)
+    CUDA must still evaluate on a CPU machine).
+
+    A local path that does not exist or holds no config.json, and a Hub repo id (owner/name) that
+    cannot be fetched, fail with a CheckpointError saying which (`load_checkpoint_config`).
+    """
+    config = load_checkpoint_config(path)
     config.pretrained_path = Path(path)
+    # Not LeRobot's auto_select_torch_device: it warns on every CPU-only call (one line per checkpoint
+    # of an evaluation) and would pick mps, where the bases' DDIM/flow decoding is untested.
     config.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return config
 
@@ -60,9 +73,11 @@ def load_policy(path: str, env_cfg, device: str | None = None, label: str | None
     """Policy, its processors and the env's processors for one `--policy_paths` entry."""
     label = label or checkpoint_label(path)
     if path.startswith(BUILTIN_PREFIX):
-        return make_builtin(path, env_cfg, label)
+        with user_input():  # an unknown builtin:<name>
+            return make_builtin(path, env_cfg, label)
     if path.startswith(NOISE_PREFIX):
-        kind, base = parse_noise_spec(path)
+        with user_input():  # a malformed noise:<kind>:<checkpoint> entry
+            kind, base = parse_noise_spec(path)
         put = load_policy(base, env_cfg, device, label)
         put.policy, put.path = FixedNoiseBase(put.policy, kind), path
         return put

@@ -18,9 +18,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
 from lerobot.envs.utils import NEW_ROLLOUT_OPTION, freeze_after_episode_end, preprocess_observation
 from lerobot.utils.constants import ACTION
-from tqdm.auto import tqdm
 
 from lerobot_steer.sim.pick_place_env import SUCCESS, TIMEOUT
 

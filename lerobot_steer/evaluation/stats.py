@@ -8,18 +8,17 @@ same seeds, an exact McNemar test on the paired outcomes.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from scipy.stats import binomtest
+
 from lerobot_steer.sim.pick_place_env import OUTCOMES
 
-Z_95 = 1.959963984540054  # two-sided 95 % standard-normal quantile
 
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (Wilson 1927; Newcombe 1998, method 3).
 
     Returns (low, high) within [0, 1]; (0, 1) when there is no episode at all.
@@ -28,14 +27,8 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    # Clamp rounding noise so 0/n and n/n give exactly 0 and 1.
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence_level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 @dataclass
@@ -82,13 +75,14 @@ def paired_comparison(reference: Sequence[bool], candidate: Sequence[bool]) -> d
     """Exact McNemar test of two checkpoints evaluated on the same seeds.
 
     Only discordant seeds carry information: `gained` (candidate succeeds where the reference
-    fails) and `lost`. Under "no difference" each discordant seed is a fair coin, so the two-sided
-    p-value is the binomial tail. Far more sensitive than comparing two unpaired intervals.
+    fails) and `lost`. Under "no difference" each discordant seed is a fair coin, so the p-value is
+    a two-sided exact binomial test of `gained` out of `gained + lost` at p = 1/2 (1 when no seed is
+    discordant). Far more sensitive than comparing two unpaired intervals.
     """
     if len(reference) != len(candidate):
         raise ValueError("paired comparison needs the same episodes (seeds) for both checkpoints")
-    gained = sum(bool(c) and not bool(r) for r, c in zip(reference, candidate))
-    lost = sum(bool(r) and not bool(c) for r, c in zip(reference, candidate))
+    gained = sum(bool(c) and not bool(r) for r, c in zip(reference, candidate, strict=True))
+    lost = sum(bool(r) and not bool(c) for r, c in zip(reference, candidate, strict=True))
     m = gained + lost
-    tail = sum(math.comb(m, i) for i in range(min(gained, lost) + 1)) / 2**m if m else 1.0
-    return {"gained": gained, "lost": lost, "p_value": min(1.0, 2 * tail)}
+    p_value = float(binomtest(gained, m, p=0.5).pvalue) if m else 1.0
+    return {"gained": gained, "lost": lost, "p_value": p_value}

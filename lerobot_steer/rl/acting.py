@@ -5,10 +5,10 @@ does (`preprocess_observation`, env processors, the policy's preprocessor), deco
 env with the frozen base, and returns it in env units for `ChunkCollector`, plus what the learner
 stores: the normalized executed chunk (the critics' input) and, for DSRL, the actor-space noise.
 
-Three ways to pick the noise (`mode`):
-* "prior": w ~ N(0, I), the distribution the base was trained to denoise (prefill);
+Three ways to act (`mode`), each the policy's own `collect_chunk(batch, mode)`:
+* "prior": the base's own prior, N(0, I) (prefill; DSRL clips it to its actor's noise bound);
 * "explore": the policy as it trains (DSRL: a sample of the noise actor; VGD: guided decode);
-* "greedy": DSRL's mean noise (VGD decodes as in "explore"; its noise is always N(0, I)).
+* "greedy": its deterministic mode (DSRL's mean noise).
 
 The base's observation history (diffusion `n_obs_steps`) is kept per env: `observe` is called on
 the steps between chunks, `episodes_ended` forgets the envs whose episode ended.
@@ -62,26 +62,9 @@ class SteeringActor:
     @torch.no_grad()
     def __call__(self, raw_obs: dict[str, Any]) -> tuple[np.ndarray, dict[str, Tensor]]:
         """One chunk per env in env units, and the extras the replay buffer keeps."""
-        batch = self.policy_batch(raw_obs)
-        obs = observations(batch)
-        chunk, extras = self._decode(batch, obs)
+        chunk, extras = self.policy.collect_chunk(self.policy_batch(raw_obs), self.mode)
+        self.last_stats = self.policy.acting_stats()
         chunk = chunk[:, : self.policy.config.n_exec]
         extras["policy_action"] = chunk.detach().cpu()
         env_chunk = self.env_postprocessor({ACTION: self.postprocessor(chunk)})[ACTION]
         return env_chunk.detach().cpu().numpy(), extras
-
-    def _decode(self, batch: dict, obs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        policy, adapter = self.policy, self.policy.adapter
-        b = next(iter(obs.values())).shape[0]
-        is_dsrl = policy.name == "dsrl"
-        if self.mode == "prior":
-            if is_dsrl:
-                w = policy.prior_noise(b)
-                return adapter.sample(obs, policy.base_noise(w)), {"noise": w.cpu()}
-            return adapter.sample(obs, adapter.sample_noise(b)), {}
-        if is_dsrl:
-            w = policy.actor(obs, deterministic=self.mode == "greedy").action
-            return adapter.sample(obs, policy.base_noise(w)), {"noise": w.cpu()}
-        chunk = policy.predict_action_chunk(batch)
-        self.last_stats = dict(policy.last_guidance_stats)
-        return chunk, {}

@@ -15,14 +15,18 @@ the env-step counter (its `interaction_step` is always 0) nor the env states: a 
 restarts its episodes. Here every piece the next step depends on is saved, so `--resume=true`
 after `kill -9` continues exactly as the uninterrupted run would have.
 
-A checkpoint is written to a temporary folder and renamed into place, so a kill during the write
-leaves the previous checkpoint intact; `last` moves only after the rename. The replay buffer is
-the large part: only the newest checkpoint keeps it.
+A checkpoint is written to a temporary folder, flushed to disk and renamed into place, so a kill or
+a crash during the write leaves the previous checkpoint intact; `last` moves only after the rename.
+The replay buffer is the large part: only the two newest checkpoints keep it, so that when the
+newest is damaged anyway (a deleted folder, a truncated file) `--resume=true` falls back to the one
+before it (`resume_checkpoint`), naming what it skipped. Weights that are not finite are never
+saved (`check_finite_weights`): `last` stays on the last sound checkpoint of a diverged run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +35,7 @@ from typing import Any
 import draccus
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lerobot.optim.optimizers import load_optimizer_state, save_optimizer_state
@@ -39,11 +44,29 @@ from lerobot.utils.random_utils import load_rng_state, save_rng_state
 
 from .config import TRAIN_CONFIG_NAME, SteerRLConfig
 from .replay_buffer import ChunkReplayBuffer
+from .run_guard import RunStopped
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR, LAST = "checkpoints", "last"
 ALGORITHM_DIR, TRAINING_STATE_DIR = "algorithm", "training_state"
 BUFFER_FILE = "replay_buffer.safetensors"
 COUNTERS_FILE = "training_step.json"
+# What a resume reads besides the optimizer folders (checked against the algorithm's optimizers on load).
+REQUIRED_FILES = (
+    f"{PRETRAINED_MODEL_DIR}/config.json", f"{PRETRAINED_MODEL_DIR}/{TRAIN_CONFIG_NAME}",
+    f"{PRETRAINED_MODEL_DIR}/model.safetensors", f"{ALGORITHM_DIR}/model.safetensors",
+    *(f"{TRAINING_STATE_DIR}/{name}" for name in (COUNTERS_FILE, BUFFER_FILE, "rng_state.safetensors",
+                                                   "collector.safetensors", "envs.json", "base_history.safetensors")),
+)
+
+
+class CorruptCheckpoint(RunStopped):
+    """No checkpoint of the run can be resumed from (each problem named)."""
+
+
+class TrainingDiverged(RunStopped):
+    """Losses or weights stopped being finite."""
 
 
 def checkpoint_dir(output_dir: Path, env_steps: int) -> Path:
@@ -59,6 +82,85 @@ def last_checkpoint(output_dir: Path) -> Path:
             "(start it without --resume=true, or check --output_dir)"
         )
     return last.resolve()
+
+
+def _numbered_checkpoints(output_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, newest (largest env step) first; `last` and temporary folders aside."""
+    folder = Path(output_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.isdigit() and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: int(p.name), reverse=True)
+
+
+def resume_checkpoint(output_dir: Path) -> Path:
+    """The newest checkpoint whose files are all there and all load.
+
+    `last` alone is not trusted: a folder deleted by hand, or files truncated by a crash or a full
+    disk, would end the run's ability to resume. Each newer checkpoint skipped is logged with every
+    damaged file and what is wrong with it; with none left, the error lists them all.
+    """
+    candidates = _numbered_checkpoints(output_dir)
+    if not candidates:
+        last_checkpoint(output_dir)  # raises, naming the fix
+    skipped: list[str] = []
+    for folder in candidates:
+        problems = checkpoint_problems(folder)
+        if not problems:
+            return folder
+        report = "\n  ".join(problems)
+        logger.warning("Not resuming from %s, it is damaged:\n  %s", folder, report)
+        skipped.append(f"{folder}:\n  {report}")
+    raise CorruptCheckpoint(
+        f"no checkpoint of {output_dir} can be resumed from:\n" + "\n".join(skipped) + "\nStart a new run with "
+        "another --output_dir (--policy.path=<a checkpoint>/pretrained_model keeps its weights, if they load)."
+    )
+
+
+def checkpoint_problems(folder: Path) -> list[str]:
+    """Why `folder` cannot resume a run, one "<path>: <what>" per file: missing files, and files that
+    do not load (a truncated safetensors file, half-written JSON). Empty when it can. Reads only
+    the safetensors headers, which is enough to see a truncated file."""
+    problems = []
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            why = " (only the two newest checkpoints keep the replay buffer)" if name.endswith(BUFFER_FILE) else ""
+            problems.append(f"{folder / name}: missing{why}")
+    for path in sorted(folder.rglob("*")):
+        problem = _load_problem(path) if path.suffix in (".json", ".safetensors") and path.is_file() else None
+        if problem:
+            problems.append(f"{path}: {problem}")
+    return problems
+
+
+def _load_problem(path: Path) -> str | None:
+    """What is wrong with one checkpoint file, or None when it loads."""
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            with safe_open(str(path), framework="pt"):
+                pass
+    except OSError as e:
+        return f"cannot be read ({e})"
+    except SafetensorError as e:
+        return f"not a complete safetensors file ({e})"
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        return f"not valid JSON ({e})"
+    return None
+
+
+def check_resumable(cfg: SteerRLConfig, folder: Path) -> None:
+    """A resumed run continues the saved envs and buffer exactly, so their sizes cannot change;
+    refused before anything is built or written."""
+    saved = json.loads((folder / PRETRAINED_MODEL_DIR / TRAIN_CONFIG_NAME).read_text())
+    for name in ("n_envs", "buffer_capacity"):
+        if name in saved and saved[name] != getattr(cfg, name):
+            raise ValueError(
+                f"--{name}={getattr(cfg, name)} differs from the run's {saved[name]}: --resume=true continues the "
+                f"saved envs and replay buffer as they were. Drop --{name}, or start a new run in another "
+                f"--output_dir (--policy.path={folder / PRETRAINED_MODEL_DIR} continues from its weights)."
+            )
 
 
 def save_config(cfg: SteerRLConfig, path: Path) -> None:
@@ -95,7 +197,9 @@ def _nested_obs(flat: dict[str, torch.Tensor], prefix: str) -> dict[str, Any]:
 
 def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, algorithm, buffer: ChunkReplayBuffer,
                     collector, actor, counters: dict[str, Any]) -> Path:
-    """Write the whole run state for `counters["env_steps"]` (atomically) and point `last` at it."""
+    """Write the whole run state for `counters["env_steps"]` (atomically) and point `last` at it.
+    Refused, before anything is written, when a trained weight is not finite."""
+    check_finite_weights(policy, algorithm, counters["env_steps"])
     final = checkpoint_dir(cfg.output_dir, counters["env_steps"])
     tmp = final.parent / f".tmp_{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -124,14 +228,47 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
     save_file({k: v.contiguous() for k, v in history.items()}, str(state_dir / "base_history.safetensors"))
     (state_dir / COUNTERS_FILE).write_text(json.dumps({**counters, "actor_mode": actor.mode}, indent=2))
 
+    _sync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     _point_last(final)
-    for older in final.parent.iterdir():  # only the newest checkpoint keeps the (large) buffer
-        if older != final and not older.is_symlink() and older.is_dir():
-            (older / TRAINING_STATE_DIR / BUFFER_FILE).unlink(missing_ok=True)
+    _prune_buffers(final)
     return final
+
+
+def check_finite_weights(policy, algorithm, env_steps: int) -> None:
+    """Raise `TrainingDiverged` naming the first trained tensors that hold NaN or inf (the frozen base
+    never changes and is not scanned)."""
+    tensors = {f"policy.{n}": p for n, p in policy.named_parameters() if p.requires_grad}
+    tensors.update({f"algorithm.{n}": t for n, t in algorithm.state_dict().items()})
+    bad = [name for name, t in tensors.items()
+           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainingDiverged(
+            f"not saving the checkpoint of env step {env_steps}: {', '.join(bad[:5])}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} hold NaN or inf. Training diverged; "
+            "checkpoints/last stays on the last finite checkpoint. Lower the learning rates (--policy.*_lr) "
+            "or --utd_ratio and start again."
+        )
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file of `folder` to disk before it is renamed into place: a rename can reach the disk
+    before the data, and a crash then leaves a complete-looking checkpoint of empty files."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+
+
+def _prune_buffers(final: Path) -> None:
+    """Drop the replay buffer from every checkpoint older than the two newest up to `final`, so a
+    damaged newest checkpoint still leaves one to resume from. Newer folders (left by an abandoned
+    timeline after a fallback resume) are overwritten when this run reaches their step."""
+    older = [p for p in _numbered_checkpoints(final.parent.parent) if int(p.name) < int(final.name)]
+    for folder in older[1:]:
+        (folder / TRAINING_STATE_DIR / BUFFER_FILE).unlink(missing_ok=True)
 
 
 def _point_last(target: Path) -> None:
@@ -145,8 +282,11 @@ def _point_last(target: Path) -> None:
 def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayBuffer, collector, actor) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy)."""
     algo_file, state_dir = folder / ALGORITHM_DIR / "model.safetensors", folder / TRAINING_STATE_DIR
-    if not (state_dir / BUFFER_FILE).is_file() or not algo_file.is_file():
-        raise FileNotFoundError(f"{folder} is not a complete lerobot-steer-rl checkpoint (no {BUFFER_FILE} or algorithm state)")
+    problems = checkpoint_problems(folder)
+    problems += [f"{state_dir / name}: missing (optimizer state)" for name in algorithm.get_optimizers()
+                 if not (state_dir / name).is_dir()]
+    if problems:
+        raise CorruptCheckpoint(f"{folder} cannot be resumed from:\n  " + "\n  ".join(problems))
     algorithm.load_state_dict(load_file(str(algo_file)), device=policy.config.device)
     load_optimizer_state(algorithm.get_optimizers(), state_dir)
     buffer.load_state_dict(load_file(str(state_dir / BUFFER_FILE)))

@@ -1,6 +1,6 @@
 """Chunk-level data collection on a gymnasium vector env: one transition per executed chunk per env.
 
-Steering methods act in the chunk-level MDP (algorithms.md §1.1): the policy picks a whole chunk of
+Steering methods (DSRL, VGD) act in the chunk-level MDP: the policy picks a whole chunk of
 k actions, the env executes them open-loop, and the learner sees one transition with the summed
 reward and the discount exponent `n_steps`. LeRobot's actor loop is single-step and single-env, so
 this module is the missing piece between `EnvConfig.create_envs(...)` vector envs and a replay buffer.
@@ -22,7 +22,8 @@ with the true last observation in `info["final_obs"][i]` and the last step's inf
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+
+logger = logging.getLogger(__name__)
 
 Observation = dict[str, Any]  # a gym (possibly nested) dict of batched numpy arrays
 ChunkPolicy = Callable[[Observation], tuple[Any, Mapping[str, Any]]]
@@ -79,13 +82,6 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def batch_size_of(obs: Observation) -> int:
-    """Leading dimension of the first array in a (nested) observation dict."""
-    for value in obs.values():
-        return batch_size_of(value) if isinstance(value, Mapping) else len(value)
-    raise ValueError("empty observation")
-
-
 def _copy(obs: Observation) -> Observation:
     return {k: _copy(v) if isinstance(v, Mapping) else np.array(v, copy=True) for k, v in obs.items()}
 
@@ -127,6 +123,7 @@ class ChunkCollector:
         self.episode_start = np.ones(self.num_envs, dtype=bool)
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._warned_no_sim_state = False
 
     def reset(self, seed: int | None = None) -> Observation:
         """Start a fresh episode in every env (discarding any unfinished one)."""
@@ -163,6 +160,7 @@ class ChunkCollector:
         final_obs: dict[int, Mapping[str, Any]] = {}
         episodes: list[EpisodeStats] = []
 
+        step_obs = obs
         for t in range(k):
             if t > 0 and observe is not None:
                 observe(step_obs)
@@ -205,20 +203,44 @@ class ChunkCollector:
         Observations/counters are numpy arrays; `sim_states` is JSON-able (None if not supported)."""
         if self.obs is None:
             self.reset()
-        try:
-            sim_states = list(self.envs.get_attr("sim_state"))
-        except AttributeError:
-            sim_states = None
+        sim_states = list(self.envs.get_attr("sim_state")) if self.envs_have_sim_state() else None
         return {
             "obs": _copy(self.obs), "episode_start": self.episode_start.copy(),
             "episode_return": self._episode_return.copy(), "episode_length": self._episode_length.copy(),
             "sim_states": sim_states,
         }
 
+    def envs_have_sim_state(self) -> bool:
+        """Whether the envs expose `sim_state` (then a checkpoint resumes their episodes exactly).
+
+        Asked of each env rather than inferred from an AttributeError of `get_attr`: an error raised
+        inside an env's `sim_state` must surface, not quietly turn an exact resume into restarted
+        episodes. In-process envs are inspected without evaluating the property; envs in worker
+        processes answer gymnasium's `has_wrapper_attr`. Envs without it are warned about, once.
+        """
+        local = getattr(self.envs, "envs", None)  # SyncVectorEnv: the envs themselves
+        if local is not None:
+            have = [_defines(env, "sim_state") for env in local]
+        else:
+            have = [bool(x) for x in self.envs.call("has_wrapper_attr", "sim_state")]
+        if all(have):
+            return True
+        if any(have):
+            raise ValueError(f"only the envs {[i for i, h in enumerate(have) if h]} of {len(have)} have `sim_state`: "
+                             "a vector env must hold envs of one kind")
+        if not self._warned_no_sim_state:
+            self._warned_no_sim_state = True
+            logger.warning("the envs have no `sim_state` property: a resumed run restarts their episodes "
+                           "(everything else resumes exactly)")
+        return False
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Put every env back where `state_dict()` found it (falls back to a fresh reset of the
         episodes when the envs have no `sim_state`: the run goes on, the episodes restart)."""
         if state.get("sim_states") is None:
+            if self.envs_have_sim_state():
+                logger.warning("the checkpoint holds no env states (saved with envs without `sim_state`): "
+                               "the episodes restart")
             self.reset()
             return
         if len(state["sim_states"]) != self.num_envs:
@@ -245,23 +267,10 @@ class ChunkCollector:
         return stats
 
 
-def prior_noise_policy(
-    decode: Callable[[Observation, torch.Tensor], Any],
-    noise_shape: Sequence[int],
-    generator: torch.Generator | None = None,
-) -> ChunkPolicy:
-    """Prefill policy: act with the base from w ~ N(0, I) before the actor is trained.
-
-    This is the distribution the base was trained to denoise, so prefill data shows the base's own
-    behaviour (DSRL/VGD prefill with plain unclipped N(0, I), algorithms.md §2.1). `noise_shape` is
-    per env, without the batch dimension: `(policy.noise_dim,)` for DSRL's actor space, or
-    `adapter.noise_shape(1)[1:]` for the base's own noise. `decode(obs, noise)` returns the env-unit
-    chunk; the noise is returned as `extras["noise"]` so DSRL-SAC can learn from it.
-    """
-    shape = tuple(int(s) for s in noise_shape)
-
-    def policy(obs: Observation) -> tuple[Any, dict[str, torch.Tensor]]:
-        noise = torch.randn((batch_size_of(obs), *shape), generator=generator)
-        return decode(obs, noise), {"noise": noise}
-
-    return policy
+def _defines(env: gym.Env, name: str) -> bool:
+    """Whether `env` or an env it wraps defines attribute `name`, found without evaluating it."""
+    while env is not None:
+        if name in vars(env) or any(name in vars(k) for k in type(env).__mro__):
+            return True
+        env = vars(env).get("env")  # a gymnasium Wrapper's inner env
+    return False

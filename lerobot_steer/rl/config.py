@@ -19,7 +19,9 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs.configs import EnvConfig
 from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 
+from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, check_fields
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
+from lerobot_steer.steering.base_adapter import load_checkpoint_config
 
 TRAIN_CONFIG_NAME = "train_config.json"
 STEERING_TYPES = ("dsrl", "dyna_vgd")
@@ -54,7 +56,8 @@ class SteerRLConfig:
     policy: `--policy.type=dsrl|dyna_vgd` with `--policy.base_policy_path=...` (fresh), or
         `--policy.path=<checkpoint>` (continue from trained weights).
     algorithm: `--algorithm.type=<same as the policy>` and its options (default: the policy's type
-        with its defaults). One `update()` of the algorithm is `algorithm.utd_ratio` gradient steps.
+        with its defaults). One `update()` of the algorithm makes `algorithm.grad_steps_per_update`
+        gradient steps (default 1); how many follow each chunk transition is `utd_ratio` below.
     env: the sim (`--env.type=so101_sim` and its options).
     n_envs / async_envs: vectorized envs; async runs each in its own process (worth it once the
         physics or rendering of one step costs more than the inter-process round trip).
@@ -95,7 +98,8 @@ class SteerRLConfig:
         policy_path = parser.get_path_arg("policy")
         if policy_path:
             overrides = parser.get_cli_overrides("policy") or []
-            self.policy = PreTrainedConfig.from_pretrained(policy_path, cli_overrides=overrides)
+            # a local path that does not exist is named as such, never sent to the Hub
+            self.policy = load_checkpoint_config(policy_path, cli_overrides=overrides)
             self.policy.pretrained_path = Path(policy_path)
         if self.policy is None:
             raise ValueError(
@@ -112,17 +116,11 @@ class SteerRLConfig:
         elif self.algorithm.type != self.policy.type:
             raise ValueError(f"--algorithm.type={self.algorithm.type} does not train a {self.policy.type} policy: "
                              f"use --algorithm.type={self.policy.type}")
-        for name in ("n_envs", "steps", "batch_size", "buffer_capacity"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.policy.type == "dsrl":
             self.policy.resolve_variant("sac")  # online: the variant whose updates need no base decode
         if self.utd_ratio is None:
             self.utd_ratio = default_utd_ratio(self.policy)
-        if self.utd_ratio <= 0:
-            raise ValueError(f"--utd_ratio must be > 0 (gradient steps per chunk transition), got {self.utd_ratio}")
-        if self.prefill_steps < 0:
-            raise ValueError(f"--prefill_steps must be >= 0, got {self.prefill_steps}")
+        self.check_numbers()
         if not self.job_name:
             self.job_name = f"{self.env.type}_{self.policy.type}"
         if self.output_dir is None:
@@ -135,6 +133,18 @@ class SteerRLConfig:
             raise FileExistsError(
                 f"{self.output_dir} already holds a run: continue it with --resume=true, or pick another --output_dir"
             )
+
+    def check_numbers(self) -> None:
+        """Every count, size and schedule of the run in its range, before anything is built (the
+        policy's and the env's own numbers are checked when they are parsed). A frequency of 0 means
+        "only at the end"."""
+        check_fields(self, {"n_envs": COUNT, "steps": COUNT, "prefill_steps": NON_NEGATIVE, "utd_ratio": POSITIVE,
+                            "batch_size": COUNT, "buffer_capacity": COUNT, "save_freq": NON_NEGATIVE,
+                            "log_freq": NON_NEGATIVE, "seed": NON_NEGATIVE}, prefix="--")
+        check_fields(self.eval, {"freq": NON_NEGATIVE, "n_episodes": NON_NEGATIVE, "batch_size": COUNT,
+                                 "seed": NON_NEGATIVE}, prefix="--eval.")
+        if hasattr(self.algorithm, "grad_steps_per_update"):
+            check_fields(self.algorithm, {"grad_steps_per_update": COUNT}, prefix="--algorithm.")
 
     @classmethod
     def __get_path_fields__(cls) -> list[str]:

@@ -29,8 +29,7 @@ class MetricsLog:
         self.rows: list[dict[str, Any]] = []
         jsonl = self.output_dir / JSONL
         if resume_env_steps is not None and jsonl.exists():
-            rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-            self.rows = [r for r in rows if r["env_steps"] <= resume_env_steps]
+            self.rows = [r for r in read_rows(jsonl) if r["env_steps"] <= resume_env_steps]
         self._rewrite()
         self._wandb = None
         if wandb_cfg is not None and wandb_cfg.enable:
@@ -68,6 +67,22 @@ class MetricsLog:
     def close(self) -> None:
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl. A last line cut short (a kill during the append) is dropped with a
+    warning: the resumed run logs that step again. A damaged line before it is an error naming it."""
+    lines = [(number, line) for number, line in enumerate(Path(path).read_text().splitlines(), 1) if line.strip()]
+    rows = []
+    for number, line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number != lines[-1][0]:
+                raise ValueError(f"{path}, line {number} is not JSON ({e}): repair or delete that line, then resume "
+                                 "again") from None
+            logger.warning("%s: dropped its last line, which was cut short by an interrupted write: %.80r", path, line)
+    return rows
 
 
 def console_line(row: dict[str, Any], keys: tuple[str, ...]) -> str:

@@ -52,11 +52,11 @@ def plot_learning_curves(curves: dict[str, dict], path: Path, *, references: dic
             if data is wall:  # x differs per run: one line per run
                 color = None
                 for i, c in enumerate(series):
-                    line = ax.plot(*zip(*c), marker="o", markersize=3, color=color,
+                    line = ax.plot(*zip(*c, strict=True), marker="o", markersize=3, color=color,
                                    label=f"{label}{runs}" if i == 0 else None)[0]
                     color = line.get_color()
                 continue
-            steps = sorted(set.intersection(*(set(s for s, _ in c) for c in series)))
+            steps = sorted(set.intersection(*({s for s, _ in c} for c in series)))
             if not steps:
                 continue
             values = [[dict(c)[s] for c in series] for s in steps]

@@ -13,21 +13,25 @@ the algorithm's data iterator and normalizes observations with the policy's prep
 LeRobot's actor/learner are single-step, single-env and SAC-shaped: the chunk-level collector
 (`chunk_rollout.py`), the uint8 chunk buffer (`replay_buffer.py`), the acting side (`acting.py`) and
 the exact-resume checkpoints (`checkpoint.py`). Run `lerobot-steer-rl --help` for every flag.
+
+A run owns its folder (`run_guard.RunLock`), stops on Ctrl-C / SIGTERM only after saving
+(`run_guard.StopSignals`), and stops at the first non-finite loss (`check_finite_losses`).
 """
 
 
 import logging
 import math
+import shlex
+import signal
 import sys
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import draccus
-import torch
 from tqdm.auto import tqdm
 
 from lerobot.configs import parser
@@ -38,17 +42,27 @@ from lerobot.rl.data_sources import OnlineOfflineMixer
 from lerobot.rl.trainer import RLTrainer
 from lerobot.utils.random_utils import set_seed
 
+from lerobot_steer.cli_errors import run_command, user_input
 from lerobot_steer.evaluation.checks import check_policy_matches_env
 from lerobot_steer.evaluation.rollout import PolicyUnderTest, run_episodes
 from lerobot_steer.evaluation.stats import summarize
 
 from .acting import SteeringActor
-from .checkpoint import TRAIN_CONFIG_NAME, last_checkpoint, load_training_state, save_checkpoint, save_config
+from .checkpoint import (
+    TRAIN_CONFIG_NAME,
+    TrainingDiverged,
+    check_resumable,
+    load_training_state,
+    resume_checkpoint,
+    save_checkpoint,
+    save_config,
+)
 from .chunk_rollout import ChunkCollector
 from .config import SteerRLConfig
 from .hub import push_policy, push_requested
 from .metrics_log import MetricsLog, console_line
 from .replay_buffer import ChunkReplayBuffer
+from .run_guard import RunInterrupted, RunLock, StopSignals, stop_signals_ignored
 
 logger = logging.getLogger("lerobot_steer.rl")
 
@@ -91,7 +105,8 @@ def build(cfg: SteerRLConfig):
         preprocessor_overrides={"device_processor": {"device": str(policy.config.device)}},
     )
     env_pre, env_post = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=policy.config)
-    envs = env_cfg.create_envs(n_envs=cfg.n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
+    with stop_signals_ignored():  # async env workers leave Ctrl-C to the loop, which saves first
+        envs = env_cfg.create_envs(n_envs=cfg.n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
     cfg.algorithm.policy_config = policy.config
     algorithm = make_algorithm(cfg.algorithm, policy)
     buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=policy.config.device, seed=cfg.seed)
@@ -144,29 +159,74 @@ def evaluate_mode(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_p
     return row
 
 
+def check_finite_losses(losses: dict[str, float], cfg: SteerRLConfig, counters: dict[str, Any]) -> None:
+    """Stop at the first update whose loss is NaN or inf: every later update and checkpoint would
+    carry it, and `last` must stay on the last finite checkpoint."""
+    bad = {name: value for name, value in losses.items() if not math.isfinite(float(value))}
+    if not bad:
+        return
+    name, value = next(iter(bad.items()))
+    last = cfg.output_dir / "checkpoints" / "last"
+    kept = f"{last} is still {last.resolve().name}" if last.exists() else "no checkpoint was saved"
+    lrs = " ".join(f"--policy.{f.name}={getattr(cfg.policy, f.name):g}" for f in fields(cfg.policy)
+                   if f.name.endswith("_lr"))
+    raise TrainingDiverged(
+        f"{name}={value} at env step {counters['env_steps']} (update {counters['updates'] + 1}): training diverged "
+        f"and stopped; nothing after the last finite checkpoint is saved ({kept}). Lower the learning rates "
+        f"(now {lrs}) or --utd_ratio={cfg.utd_ratio:g}, and start again in a new --output_dir."
+    )
+
+
+def interrupted_message(cfg: SteerRLConfig, signum: int, env_steps: int, checkpoint: Path) -> str:
+    """What a stopped run tells its user: where it stopped and the exact command that continues it."""
+    folder = shlex.quote(str(cfg.output_dir.resolve()))
+    return (f"{signal.Signals(signum).name}: stopped at env step {env_steps} of {cfg.steps}; checkpoint {checkpoint}. "
+            f"Continue with:\n  lerobot-steer-rl --resume=true --output_dir={folder}")
+
+
 def train(cfg: SteerRLConfig) -> dict[str, Any]:
-    """Run (or resume) one online training run; returns the last logged row."""
-    cfg.validate()
-    push = push_requested(cfg)  # before any work: a push without a repo id fails now, not at the end
+    """Run (or resume) one online training run; returns the last logged row.
+
+    The output folder is locked for the whole run (`RunLock`), and the first SIGINT / SIGTERM stops it
+    after the current step with a checkpoint (`RunInterrupted`, see `run_guard`).
+    """
+    with user_input():  # a refused flag or path is the user's error (one line, exit 2), not a bug
+        cfg.validate()
+    with user_input(ValueError, RuntimeError):  # before any work: a push without a repo id or Hub login fails now
+        push = push_requested(cfg)
     set_seed(cfg.seed)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = last_checkpoint(cfg.output_dir) if cfg.resume else None
+    with RunLock(cfg.output_dir), StopSignals() as stop:
+        return _run(cfg, push, stop)
+
+
+def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
+    """The run itself, in its locked folder. train_config.json is written only once the run is built
+    and its checkpoint loaded, so a refused resume leaves the run's files as they were."""
+    with user_input():  # nothing to resume from, or flags the saved run cannot take
+        resume_from = resume_checkpoint(cfg.output_dir) if cfg.resume else None
+        if resume_from is not None:
+            check_resumable(cfg, resume_from)
     if resume_from is not None:
         cfg.policy.pretrained_path = resume_from / "pretrained_model"
     (policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, buffer, trainer,
      actor) = build(cfg)
-    save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
     collector = ChunkCollector(envs)
 
     counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0,
                                 "wall_s": 0.0}
-    if resume_from is not None:
-        counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
-                                            collector=collector, actor=actor))
-        logger.info("Resuming %s from env step %d (%d updates, %d transitions in the buffer)",
-                    cfg.output_dir, counters["env_steps"], counters["updates"], len(buffer))
-    else:
-        collector.reset(seed=cfg.seed)
+    try:
+        if resume_from is not None:
+            counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
+                                                collector=collector, actor=actor))
+            logger.info("Resuming %s from env step %d (%d updates, %d transitions in the buffer)",
+                        cfg.output_dir, counters["env_steps"], counters["updates"], len(buffer))
+        else:
+            collector.reset(seed=cfg.seed)
+    except BaseException:
+        envs.close()
+        raise
+    save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
     log = MetricsLog(cfg.output_dir, resume_env_steps=counters["env_steps"] if resume_from else None,
                      wandb_cfg=cfg.wandb, run_config=draccus.encode(cfg) if cfg.wandb.enable else None)
 
@@ -174,7 +234,9 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
     # The last 50 training episodes (success, return, length), for rolling rates; checkpointed.
     recent = deque((tuple(e) for e in counters.pop("recent_episodes", [])), maxlen=50)
     last_stats: dict[str, float] = {}
-    algo_utd = max(1, int(getattr(cfg.algorithm, "utd_ratio", 1)))
+    # --utd_ratio gradient steps are owed per stored chunk transition; one update() makes
+    # --algorithm.grad_steps_per_update of them (default 1), so the debt is paid in those units.
+    steps_per_update = cfg.algorithm.grad_steps_per_update
     window_start, window_steps = time.perf_counter(), 0
     row: dict[str, Any] = {}
 
@@ -211,12 +273,13 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
             if counters["env_steps"] >= cfg.prefill_steps and len(buffer) >= min(cfg.batch_size, cfg.buffer_capacity):
                 counters["update_debt"] += cfg.utd_ratio * len(batch)
                 with timers.time("updates"):
-                    while counters["update_debt"] >= algo_utd:
+                    while counters["update_debt"] >= steps_per_update:
                         stats = trainer.training_step()
+                        check_finite_losses(stats.losses, cfg, counters)
                         last_stats = {**stats.losses, **stats.extra,
                                       **{f"{k}_grad_norm": v for k, v in stats.grad_norms.items()}}
-                        counters["updates"] += algo_utd
-                        counters["update_debt"] -= algo_utd
+                        counters["updates"] += steps_per_update
+                        counters["update_debt"] -= steps_per_update
             now = counters["env_steps"]
             done = now >= cfg.steps
             eval_due = cfg.eval.n_episodes > 0 and (done or _crossed(before, now, cfg.eval.freq))
@@ -247,12 +310,14 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
             elif eval_due:
                 log.log({"env_steps": now, **evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post)})
 
-            if _crossed(before, now, cfg.save_freq) or done:
+            if _crossed(before, now, cfg.save_freq) or done or stop.requested:  # a stop request saves first
                 with timers.time("other"):
                     path = save_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
                                            algorithm=algorithm, buffer=buffer, collector=collector, actor=actor,
                                            counters={**counters, "recent_episodes": list(recent)})
                 say(f"checkpoint: {path}")
+            if stop.requested and not done:
+                raise RunInterrupted(interrupted_message(cfg, stop.signum, now, path), stop.signum)
     finally:
         bar.close()
         envs.close()
@@ -264,27 +329,31 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
 
 @parser.wrap()
 def train_cli(cfg: SteerRLConfig) -> None:
-    train(_resume_config(cfg))
+    with user_input():  # --resume=true without a saved run
+        cfg = _resume_config(cfg, sys.argv[1:])
+    train(cfg)  # the CLI layer owns the command line; train() never reads it
 
 
-def _resume_config(cfg: SteerRLConfig) -> SteerRLConfig:
-    """`--resume=true --output_dir=<run>`: the run's saved config, with this command line's other
-    flags applied on top (e.g. a larger --steps)."""
+def _resume_config(cfg: SteerRLConfig, cli_args: list[str]) -> SteerRLConfig:
+    """`--resume=true --output_dir=<run>`: the run's saved config, with the command line's other
+    flags (`cli_args`) applied on top (e.g. a larger --steps)."""
     if not cfg.resume or cfg.output_dir is None:
         return cfg
     saved = Path(cfg.output_dir) / TRAIN_CONFIG_NAME
     if not saved.is_file():
         raise FileNotFoundError(f"--resume=true: {saved} does not exist (is --output_dir the folder of an earlier run?)")
-    args = [a for a in sys.argv[1:] if not a.startswith(("--policy.path", "--config_path"))]
+    args = [a for a in cli_args if not a.startswith(("--policy.path", "--config_path"))]
     with draccus.config_type("json"):
         return draccus.parse(SteerRLConfig, config_path=saved, args=args)
 
 
 def main() -> None:
+    """User errors (bad flags or paths, a busy or damaged run folder, divergence) print `error: <message>`
+    and exit 2; Ctrl-C / SIGTERM print the resume command and exit 130 / 143 (`cli_errors.run_command`)."""
     from lerobot.utils.utils import init_logging
 
     init_logging()
-    train_cli()
+    run_command(train_cli)
 
 
 if __name__ == "__main__":

@@ -47,9 +47,6 @@ class SO101SimEnvConfig(EnvConfig, PickPlaceConfig):
     def package_name(self) -> str:
         return GYM_PACKAGE
 
-    def sim_config(self) -> PickPlaceConfig:
-        return PickPlaceConfig(**self.gym_kwargs)
-
     @property
     def gym_kwargs(self) -> dict:
         return pick_place_env.config_as_kwargs(self)

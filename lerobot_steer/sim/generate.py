@@ -25,6 +25,7 @@ import draccus
 import numpy as np
 from tqdm import tqdm
 
+from lerobot_steer.cli_errors import mark_user_error, run_command
 from lerobot_steer.sim.expert import ScriptedExpert
 from lerobot_steer.sim.pick_place_env import OUTCOMES, SUCCESS, PickPlaceConfig, SO101PickPlaceEnv
 from lerobot_steer.sim.units import MOTOR_KEYS
@@ -122,7 +123,7 @@ def generate(cfg: GenerateConfig):
 
     root = Path(cfg.root) if cfg.root else HF_LEROBOT_HOME / cfg.repo_id
     if root.exists():
-        raise FileExistsError(f"--root={root} already exists: choose a new folder or delete it.")
+        raise mark_user_error(FileExistsError(f"--root={root} already exists: choose a new folder or delete it."))
     env_cfg = cfg.env
     env_cfg.terminate_on_success = False  # the expert retreats after placing; we end the episode ourselves
     env = SO101PickPlaceEnv(config=env_cfg)
@@ -192,7 +193,8 @@ def generate(cfg: GenerateConfig):
 def main():
     logging.basicConfig(level=logging.INFO)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    generate(draccus.parse(config_class=GenerateConfig))
+    # User errors (bad flags, an existing --root): `error: <message>`, exit 2.
+    run_command(lambda: generate(draccus.parse(config_class=GenerateConfig)))
 
 
 if __name__ == "__main__":

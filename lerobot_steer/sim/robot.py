@@ -17,16 +17,26 @@ Episode boundaries. LeRobot 0.6.1 tells robots nothing about episodes: `lerobot-
 `record_loop` only calls `get_observation` / `send_action`, and the reset phase between episodes is the
 same loop without a dataset. What it does do, right before every recorded episode (re-recorded ones
 included), is announce it to the human operator with `log_say("Recording episode N")`, and
-`lerobot-rollout --strategy.type=episodic` does the same. `log_say` always logs through the root
-logger, whose level `init_logging` sets to NOTSET, so the announcement reaches a root-logger filter
-whatever the console log level. While connected, the robot listens for it (the filter never drops a
-record) and, like an operator who heard it, starts the next episode from a fresh scene: the next
-`get_observation` (the episode's first frame) calls `env.reset()` (new block/bowl poses, arm at its
-home pose) and increments `scene_version`, which tells the `so101_sim_expert` teleoperator to plan
-anew. The announcement only happens between episodes, so a recorded episode is never re-randomized
-midway; a scene nobody has acted in yet (right after `connect`) is kept. Outside those CLIs
-(`lerobot-rollout` base strategy, `lerobot-teleoperate`, scripts) nothing is announced: the scene is
-drawn once at `connect` and scripts call `reset_scene()` themselves.
+`lerobot-rollout --strategy.type=episodic` does the same. While connected, the robot listens for it
+with a handler on the root logger (a handler, not a filter: it also hears the announcement if LeRobot
+moves `log_say` to a module logger) and, like an operator who heard it, starts the next episode from a
+fresh scene: the next `get_observation` (the episode's first frame) calls `env.reset()` (new block/bowl
+poses, arm at its home pose) and increments `scene_version`, which tells the `so101_sim_expert`
+teleoperator to plan anew. The announcement only happens between episodes, so a recorded episode is
+never re-randomized midway; a scene nobody has acted in yet (right after `connect`) is kept. Outside
+those CLIs (`lerobot-rollout` base strategy, `lerobot-teleoperate`, scripts) nothing is announced: the
+scene is drawn once at `connect` and scripts call `reset_scene()` themselves.
+
+The announcement is a seam of LeRobot's, so the robot checks it rather than trusting it:
+
+* at `connect` it sends a test message through `log_say` and warns, naming the seam, if its handler
+  does not hear it (the root logger drops INFO records, or `log_say` no longer logs where a root
+  handler hears it);
+* every `get_observation` looks at its caller: the first frame of a recording loop it knows
+  (`record_loop` of lerobot-record with a dataset, the episodic rollout's `_policy_loop`) starts a
+  recorded episode, announced or not. An episode that starts with no announcement since the previous
+  one is logged as an error naming the seam, and its scene is reset all the same, so a LeRobot change
+  to `log_say` cannot make recorded episodes share a scene unnoticed.
 
 Rendering needs an OpenGL backend: set `MUJOCO_GL=egl` (or `osmesa`) on a headless machine.
 """
@@ -34,12 +44,14 @@ Rendering needs an OpenGL backend: set `MUJOCO_GL=egl` (or `osmesa`) on a headle
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import mujoco
 import numpy as np
+
 from lerobot.lerobot_types import RobotAction, RobotObservation
 from lerobot.robots import Robot, RobotConfig
 from lerobot.robots.utils import ensure_safe_goal_position
@@ -52,6 +64,13 @@ logger = logging.getLogger(__name__)
 
 # What `log_say` announces before each recorded episode (lerobot-record, lerobot-rollout episodic).
 EPISODE_ANNOUNCEMENT = "Recording episode"
+# Sent through `log_say` at connect, to check that the announcements reach the robot's handler.
+HEARING_CHECK = "so101_sim: listening for LeRobot's episode announcements"
+# LeRobot 0.6.1 loops whose every call records one episode, as (file name, function name); each has a
+# `dataset` argument (None in lerobot-record's reset phase) and calls robot.get_observation() itself,
+# through at most one wrapper (lerobot-rollout's ThreadSafeRobot).
+RECORDING_LOOPS = frozenset({("lerobot_record.py", "record_loop"), ("episodic.py", "_policy_loop")})
+_CALLER_DEPTH = 3  # frames above get_observation searched for one of those loops
 MAX_IMAGE_HEIGHT, MAX_IMAGE_WIDTH = 480, 640  # the scene's offscreen buffer
 
 
@@ -138,17 +157,39 @@ def get_live_robot(robot_id: str | None) -> SO101Sim:
     )
 
 
-class _EpisodeAnnouncementListener(logging.Filter):
-    """Root-logger filter that flags LeRobot's "Recording episode N" announcement; drops nothing."""
+class _EpisodeAnnouncementListener(logging.Handler):
+    """Root-logger handler that hears LeRobot's "Recording episode N" announcement (and the connect
+    check). A handler rather than a filter: root filters never see records of child loggers, root
+    handlers see every record that propagates to the root, whichever logger `log_say` uses."""
 
     def __init__(self, robot: SO101Sim):
-        super().__init__()
+        super().__init__(level=logging.NOTSET)
         self.robot = robot
+        self.heard_check = False
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith(EPISODE_ANNOUNCEMENT):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):  # a malformed record of someone else's: not ours to report
+            return
+        if text.startswith(EPISODE_ANNOUNCEMENT):
+            self.robot.announcements += 1
             self.robot.request_scene_reset()
-        return True
+        elif text == HEARING_CHECK:
+            self.heard_check = True
+
+
+def _recording_loop_of(frame) -> object | None:
+    """The frame of a known recording loop (`RECORDING_LOOPS`) among the callers of `frame`, if it is
+    recording (its `dataset` is set), else None."""
+    for _ in range(_CALLER_DEPTH):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        code = frame.f_code
+        if (os.path.basename(code.co_filename), code.co_name) in RECORDING_LOOPS:
+            return frame if frame.f_locals.get("dataset") is not None else None
+    return None
 
 
 class SO101Sim(Robot):
@@ -170,6 +211,10 @@ class SO101Sim(Robot):
         self._acted = False  # whether any action was sent in the current scene
         self._reset_requested = False
         self._listener = _EpisodeAnnouncementListener(self)
+        self.announcements = 0  # "Recording episode N" announcements heard while connected
+        self.recorded_episodes = 0  # calls of a known recording loop seen (RECORDING_LOOPS)
+        self._episode_loop = None  # the frame of the recording loop running the current episode
+        self._announcements_at_episode = 0  # `announcements` when the current episode started
 
     # ---------------------------------------------------------------- features
     @cached_property
@@ -194,15 +239,9 @@ class SO101Sim(Robot):
         self.env = SO101PickPlaceEnv(self.config.env_config())
         self.reset_scene(seed=self.config.seed)
         _LIVE_ROBOTS[self.id] = self
-        root = logging.getLogger()
-        root.addFilter(self._listener)
-        if not root.isEnabledFor(logging.INFO):
-            # LeRobot's CLIs call init_logging (root level NOTSET) first; a script may not have.
-            logger.warning(
-                "The root logger drops INFO records, so so101_sim cannot hear LeRobot's episode "
-                "announcements and will not re-randomize the scene between episodes; call "
-                "robot.reset_scene() yourself or set logging.getLogger().setLevel(logging.INFO)."
-            )
+        logging.getLogger().addHandler(self._listener)
+        self.announcements = self.recorded_episodes = self._announcements_at_episode = 0
+        self._check_announcements_are_heard()
         logger.info(f"{self} connected.")
 
     @property
@@ -217,7 +256,8 @@ class SO101Sim(Robot):
 
     @check_if_not_connected
     def disconnect(self) -> None:
-        logging.getLogger().removeFilter(self._listener)
+        logging.getLogger().removeHandler(self._listener)
+        self._episode_loop = None  # releases the loop's frame (and the dataset it holds)
         _LIVE_ROBOTS.pop(self.id, None)
         for renderer in self._renderers.values():
             renderer.close()
@@ -227,6 +267,52 @@ class SO101Sim(Robot):
         logger.info(f"{self} disconnected.")
 
     # ---------------------------------------------------------------- episodes
+    def _check_announcements_are_heard(self) -> None:
+        """Send a test message through LeRobot's `log_say`; warn, naming the seam, if it is not heard."""
+        from lerobot.utils.utils import log_say
+
+        root = logging.getLogger()
+        self._listener.heard_check = False
+        try:
+            log_say(HEARING_CHECK, play_sounds=False)
+        except TypeError as e:
+            raise RuntimeError(
+                "LeRobot seam changed: lerobot.utils.utils.log_say(text, play_sounds=False) no longer works "
+                f"({e}); so101_sim relies on it to hear lerobot-record's episode announcements"
+            ) from e
+        if self._listener.heard_check:
+            return
+        if not root.isEnabledFor(logging.INFO):
+            # LeRobot's CLIs call init_logging (root level NOTSET) first; a script may not have.
+            logger.warning(
+                "The root logger drops INFO records, so so101_sim cannot hear LeRobot's episode "
+                "announcements and will not re-randomize the scene between episodes; call "
+                "robot.reset_scene() yourself or set logging.getLogger().setLevel(logging.INFO)."
+            )
+        else:
+            logger.warning(
+                "LeRobot seam changed: a message sent with lerobot.utils.utils.log_say did not reach the "
+                "so101_sim handler on the root logger (does log_say still log, through a logger that "
+                "propagates to the root?). lerobot-record episodes are still told apart by their recording "
+                "loop, but lerobot-rollout --strategy.type=episodic episodes will share one scene."
+            )
+
+    def _note_recording_loop(self, loop_frame) -> None:
+        """`get_observation` called from a recording loop: a new call of the loop starts an episode."""
+        if loop_frame is self._episode_loop:
+            return
+        self._episode_loop = loop_frame
+        self.recorded_episodes += 1
+        if self.announcements == self._announcements_at_episode:
+            logger.error(
+                "LeRobot seam changed: recorded episode %d of this so101_sim robot started without LeRobot's "
+                "'%s N' announcement (lerobot.utils.utils.log_say, heard by a root-logger handler). The "
+                "scene is reset anyway; update lerobot_steer/sim/robot.py to the new signal.",
+                self.recorded_episodes, EPISODE_ANNOUNCEMENT,
+            )
+            self.request_scene_reset()
+        self._announcements_at_episode = self.announcements
+
     def request_scene_reset(self) -> None:
         """Reset the scene at the next `get_observation` (the first frame of the next episode)."""
         self._reset_requested = True
@@ -248,6 +334,9 @@ class SO101Sim(Robot):
     # ---------------------------------------------------------------- I/O
     @check_if_not_connected
     def get_observation(self) -> RobotObservation:
+        loop_frame = _recording_loop_of(sys._getframe())
+        if loop_frame is not None:
+            self._note_recording_loop(loop_frame)
         if self._reset_requested:
             self._reset_requested = False
             if self._acted:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.processor import PolicyProcessorPipeline
 from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
 
+from lerobot_steer.cli_errors import UserError
+
 from .denoisers import Guide, UnsupportedBasePolicyError, make_denoiser, noise_support_problem
 from .features import FeatureMismatchError, feature_mismatches, to_policy_features
 from .obs_history import ObservationHistory
@@ -39,7 +42,7 @@ PREPROCESSOR_FILE = f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json"
 POSTPROCESSOR_FILE = f"{POLICY_POSTPROCESSOR_DEFAULT_NAME}.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A base-policy checkpoint is missing, incomplete or unreadable (the message names the fix)."""
 
 
@@ -357,22 +360,114 @@ class BasePolicyAdapter(nn.Module):
 # ------------------------------------------------------------------------------ checkpoint files
 
 
-def _resolve_checkpoint(path_or_repo_id, *, revision, cache_dir, token) -> Path:
-    """A local checkpoint folder: the given one, or a Hub repo fetched into the cache."""
-    path = Path(path_or_repo_id).expanduser()
+def looks_like_local_path(name: str) -> bool:
+    """Whether a checkpoint argument is written as a local folder rather than a Hub repo id.
+
+    A Hub repo id is `owner/name`; anything absolute, starting with ./ ../ or ~, with a path separator
+    beyond that one slash, or not a valid repo id at all is a path. (An `owner/name` whose `owner`
+    folder exists here is still tried on the Hub first: see `hub_fetch_error`.)
+    """
+    windows = (f".{os.sep}", f"..{os.sep}") if os.sep != "/" else ()
+    if os.path.isabs(name) or name in (".", "..") or name.startswith(("~", "./", "../", *windows)):
+        return True
+    if (os.sep != "/" and os.sep in name) or name.count("/") != 1:
+        return True
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def local_checkpoint(path_or_repo_id: str | Path, *, require_config: bool = True) -> Path | None:
+    """The local checkpoint folder a `--policy.path` / `--policy_paths` / `base_policy_path` names, or
+    None when it is a Hub repo id (`owner/name`) to fetch.
+
+    Raises CheckpointError, naming the folder, when it is written as a local path and does not exist,
+    when it is a file, and (with `require_config`) when it has no config.json: such a path is never
+    sent to the Hub, whose answer ("Repo id must be in the form ...", "check your connection")
+    would hide the typo.
+    """
+    name = str(path_or_repo_id)
+    path = Path(name).expanduser()
     if path.is_dir():
+        if require_config and not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(missing_config_message(path))
         return path
     if path.exists():
         raise CheckpointError(
             f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {SAFETENSORS_FILE} "
             "(lerobot-train writes it as .../checkpoints/<step>/pretrained_model)"
         )
-    name = str(path_or_repo_id)
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise CheckpointError(
-            f"no checkpoint folder at {path} (and '{name}' is not a Hub repo id of the form owner/name): "
-            "check the path"
+    if isinstance(path_or_repo_id, Path) or looks_like_local_path(name):
+        raise CheckpointError(missing_folder_message(path, name))
+    return None
+
+
+def _does_not_exist(path: Path) -> str:
+    absolute = Path(os.path.abspath(path))
+    nearest = next((p for p in absolute.parents if p.is_dir()), None)
+    where = f" (the nearest folder that exists is {nearest})" if nearest not in (None, absolute.parent) else ""
+    return f"the checkpoint folder {absolute} does not exist{where}"
+
+
+def missing_folder_message(path: Path, name: str) -> str:
+    """`path` (written as `name`) does not exist: say so, with the deepest part of it that does."""
+    return (f"{_does_not_exist(path)}. '{name}' is a local path, not a Hub repo id (owner/name), so it was not "
+            "looked up on the Hub: check the path.")
+
+
+def missing_config_message(folder: Path) -> str:
+    """`folder` exists but is not a policy checkpoint: say so, and where the checkpoint probably is."""
+    hint = ""
+    for inner in (Path("pretrained_model"), Path("checkpoints", "last", "pretrained_model")):
+        if (folder / inner / CONFIG_NAME).is_file():
+            hint = f" It looks like a training {'checkpoint' if len(inner.parts) == 1 else 'run'}: use {folder / inner}."
+            break
+    return (f"{folder} exists but is not a LeRobot policy checkpoint: {CONFIG_NAME} is missing.{hint} Point to the "
+            "`pretrained_model` folder written by lerobot-train, or save a policy there with "
+            "policy.save_pretrained(dir) (and its processors with pipeline.save_pretrained(dir)).")
+
+
+def hub_fetch_error(name: str, revision: str | None, error: BaseException) -> CheckpointError:
+    """The error for an `owner/name` that is not here and could not be fetched from the Hub; when
+    its `owner` folder exists here, it was most likely meant as a local path."""
+    owner = Path(name.split("/")[0])
+    if owner.is_dir():
+        return CheckpointError(
+            f"{_does_not_exist(Path(name))}, and '{name}' is not a Hub repo that could be fetched either "
+            f"({type(error).__name__}: {error}): check the path (./{name} marks it as a local one)."
         )
+    return CheckpointError(
+        f"'{name}' is neither a local folder nor a Hub repo that could be fetched "
+        f"(revision={revision!r}; {type(error).__name__}: {error}). Check the path or repo id and revision; "
+        "for a private repo log in with `hf auth login`; offline (HF_HUB_OFFLINE=1) only repos "
+        "already in the Hugging Face cache can be used."
+    )
+
+
+def load_checkpoint_config(path_or_repo_id: str | Path, **kwargs) -> PreTrainedConfig:
+    """`PreTrainedConfig.from_pretrained` (kwargs passed on) for a `--policy.path`-like argument, with
+    `local_checkpoint`'s errors for a local path and `hub_fetch_error`'s for a Hub id that cannot be
+    fetched, instead of "Repo id must be in the form ..." or "check your connection"."""
+    local = local_checkpoint(path_or_repo_id)
+    try:
+        return PreTrainedConfig.from_pretrained(path_or_repo_id, **kwargs)
+    except OSError as e:  # not on the Hub, no network, offline without a cached copy
+        if local is not None:
+            raise
+        raise hub_fetch_error(str(path_or_repo_id), kwargs.get("revision"), e) from e
+
+
+def _resolve_checkpoint(path_or_repo_id, *, revision, cache_dir, token) -> Path:
+    """A local checkpoint folder: the given one, or a Hub repo fetched into the cache."""
+    folder = local_checkpoint(path_or_repo_id, require_config=False)  # _validate_checkpoint names what is missing
+    if folder is not None:
+        return folder
+    name = str(path_or_repo_id)
     from huggingface_hub import snapshot_download
 
     try:
@@ -386,12 +481,7 @@ def _resolve_checkpoint(path_or_repo_id, *, revision, cache_dir, token) -> Path:
             )
         )
     except Exception as e:
-        raise CheckpointError(
-            f"'{name}' is neither a local folder nor a Hub repo that could be fetched "
-            f"(revision={revision!r}; {type(e).__name__}: {e}). Check the path or repo id and revision; "
-            "for a private repo log in with `hf auth login`; offline (HF_HUB_OFFLINE=1) only repos "
-            "already in the Hugging Face cache can be used."
-        ) from e
+        raise hub_fetch_error(name, revision, e) from e
 
 
 def _validate_checkpoint(folder: Path, *, load_processors: bool) -> str:
@@ -406,13 +496,7 @@ def _validate_checkpoint(folder: Path, *, load_processors: bool) -> str:
     resave = "save it with policy.save_pretrained(dir) (and the processors with pipeline.save_pretrained(dir))"
     config_file = folder / CONFIG_NAME
     if not config_file.is_file():
-        hint = ""
-        if (folder / "pretrained_model" / CONFIG_NAME).is_file():
-            hint = f" It looks like a training checkpoint: use {folder / 'pretrained_model'}."
-        raise CheckpointError(
-            f"{folder} is not a LeRobot policy checkpoint: {CONFIG_NAME} is missing.{hint} Point to the "
-            f"`pretrained_model` folder written by lerobot-train, or {resave}."
-        )
+        raise CheckpointError(missing_config_message(folder))
     try:
         policy_type = json.loads(config_file.read_text())["type"]
     except (ValueError, KeyError, TypeError) as e:
@@ -446,8 +530,24 @@ def _validate_checkpoint(folder: Path, *, load_processors: bool) -> str:
 
 
 def _pipeline_has_step(pipeline_file: Path, registry_name: str) -> bool:
+    """Whether the saved processor pipeline has a step registered as `registry_name`.
+
+    False only when there is no such step: no file (the loader that follows names it), or a
+    pipeline without that step. An unreadable or malformed file raises CheckpointError naming it,
+    rather than silently dropping an override (e.g. the device) that the caller would have applied.
+    """
     try:
-        steps = json.loads(pipeline_file.read_text()).get("steps", [])
-    except (OSError, ValueError):
+        text = pipeline_file.read_text()
+    except FileNotFoundError:
         return False
-    return any(step.get("registry_name") == registry_name for step in steps)
+    except OSError as e:
+        raise CheckpointError(f"{pipeline_file} cannot be read ({type(e).__name__}: {e})") from e
+    try:
+        steps = json.loads(text).get("steps", [])
+        return any(step.get("registry_name") == registry_name for step in steps)
+    except (ValueError, AttributeError, TypeError) as e:
+        raise CheckpointError(
+            f"{pipeline_file} is not a LeRobot processor pipeline (a JSON object whose 'steps' is a list of "
+            f"objects; {type(e).__name__}: {e}). It is corrupt or truncated: re-download the checkpoint, or save "
+            "its processors again with pipeline.save_pretrained(dir)."
+        ) from e

@@ -34,9 +34,11 @@ from torch import Tensor
 
 from lerobot.policies.pretrained import PreTrainedPolicy
 
+from lerobot_steer.cli_errors import UserError
+
 # DDIM steps used when a checkpoint was trained with DDPM and the caller does not choose: DSRL and VGD
-# decode with 4-10 DDIM steps; 10 keeps LeRobot's own quality advice (research sheet §7) at a tenth
-# of the default 100 DDPM steps.
+# decode with 4-10 DDIM steps; 10 is what LeRobot's docs advise for faster inference with DDIM
+# (docs/source/multi_task_dit.mdx, "Inference Tuning"), a tenth of the default 100 DDPM steps.
 DEFAULT_DDIM_STEPS = 10
 
 # Built-in LeRobot 0.6.1 policies whose predict_action_chunk accepts `noise=` but never uses it: a
@@ -66,7 +68,7 @@ class DenoiseStep:
 Guide = Callable[[DenoiseStep], Tensor | None]
 
 
-class UnsupportedBasePolicyError(TypeError):
+class UnsupportedBasePolicyError(UserError, TypeError):
     """The base policy cannot be steered through its initial noise."""
 
 

@@ -13,6 +13,8 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION
 
+from lerobot_steer.cli_errors import UserError
+
 _KIND = {
     FeatureType.VISUAL: "camera",
     FeatureType.STATE: "state",
@@ -21,7 +23,7 @@ _KIND = {
 }
 
 
-class FeatureMismatchError(ValueError):
+class FeatureMismatchError(UserError, ValueError):
     """The base policy's inputs/outputs do not match the dataset's or environment's features."""
 
 

@@ -5,7 +5,7 @@ x0_g = x0_hat + lambda * grad_a Q(s, a)|_{a = x0_hat}, and the base re-synthesiz
 from x0_g (`BasePolicyAdapter.guided_sample`; DDIM x0-space and flow-matching velocity forms in
 denoisers.py). Only the critic is differentiated, never the base.
 
-The strength (algorithms.md §3.3, §4.2):
+The strength (as in the VGD reference code, DozenDucc/VGD and jebeom/VGD on GitHub):
 
     lambda_i = lambda_base * warmup(n_updates) * anneal(i) * weight
 

@@ -14,10 +14,13 @@ base folder is gone.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.optim.optimizers import AdamConfig
+
+from lerobot_steer.cli_errors import mark_user_error
 
 EPISODE_ENDS = ("terminal", "truncated", "success")
 
@@ -51,6 +54,18 @@ class FrozenBaseConfig(PreTrainedConfig):
         over (encoded observation, executed chunk), Polyak-averaged targets with rate `tau`,
         heads combined with `q_reduce` in the backup.
 
+    Optimization:
+        grad_clip_norm: gradient norm clip, the one setting for offline and online training (None or
+            0: no clipping). lerobot-train clips the joint norm of all trained parameters (LeRobot's
+            loop steps one optimizer); the online algorithm (lerobot-steer-rl) clips each network's
+            own norm before its own Adam steps.
+
+    Hub:
+        push_to_hub: upload the trained policy to `repo_id` at the end of training. None (default):
+            push when `--policy.repo_id` is given, as LeRobot does; true: push, and a missing repo id
+            is an error; false: never. Resolved to true/false when the config is built, so the saved
+            config.json holds what was decided.
+
     Offline data (lerobot-train):
         reward_key: dataset column holding the per-frame reward.
         reward_from_success: for datasets without a reward column: reward 1 on the last frame of
@@ -83,12 +98,15 @@ class FrozenBaseConfig(PreTrainedConfig):
     image_strides: list[int] = field(default_factory=lambda: [2, 1, 1, 1])
     image_latent_dim: int = 50
     critic_lr: float = 3e-4
-    grad_clip_norm: float = 100.0
+    grad_clip_norm: float | None = 100.0
 
     # Offline data
     reward_key: str = "next.reward"
     reward_from_success: bool = False
     episode_end: str = "terminal"
+
+    # Hub (LeRobot's field, with a default that only pushes when a repo id is given).
+    push_to_hub: bool | None = None  # type: ignore[assignment]
 
     # Filled from the base checkpoint (do not set by hand).
     base_type: str | None = None
@@ -102,8 +120,25 @@ class FrozenBaseConfig(PreTrainedConfig):
             ("q_reduce", self.q_reduce, ("min", "mean")),
         ):
             check_choice(name, value, allowed)
+        check_fields(self, self.number_ranges())
+        if len(self.image_channels) != len(self.image_strides) or not self.image_channels:
+            raise ValueError(
+                f"--policy.image_channels={self.image_channels} and --policy.image_strides={self.image_strides} "
+                "must be non-empty lists of equal length (one stride per conv layer)"
+            )
+        if self.push_to_hub is None:
+            self.push_to_hub = bool(self.repo_id)
         if self.base_type is not None:
             self.set_base_facts(self.base_type, self.base_n_obs_steps, self.base_n_action_steps)
+
+    def number_ranges(self) -> dict[str, Interval]:
+        """Allowed range of each numeric field, checked at parse time (subclasses add theirs)."""
+        return {
+            "num_inference_steps": COUNT, "n_action_steps": COUNT, "discount": UNIT, "reward_offset": FINITE,
+            "tau": UNIT, "n_critics": COUNT, "hidden_dims": COUNT, "image_channels": COUNT, "image_strides": COUNT,
+            "image_latent_dim": COUNT, "critic_lr": POSITIVE, "base_n_obs_steps": COUNT, "base_n_action_steps": COUNT,
+            "grad_clip_norm": NON_NEGATIVE,  # 0 or null: no clipping
+        }
 
     def set_base_facts(self, base_type: str, n_obs_steps: int, n_action_steps: int) -> None:
         """Record the base's type, history length and chunk length; resolve the executed steps."""
@@ -125,13 +160,17 @@ class FrozenBaseConfig(PreTrainedConfig):
         if self.base_type is not None:
             return
         if self.base_policy_path is None:
-            raise ValueError(f"{self.type} needs a base policy: pass --policy.base_policy_path=<base checkpoint>")
+            raise mark_user_error(ValueError(self.missing_base_message()))
         from lerobot_steer.steering.base_adapter import CONFIG_NAME, _resolve_checkpoint, _validate_checkpoint
 
         folder = _resolve_checkpoint(self.base_policy_path, revision=self.base_policy_revision, cache_dir=None, token=None)
         base_type = _validate_checkpoint(folder, load_processors=True)
         base = json.loads((folder / CONFIG_NAME).read_text())
         self.set_base_facts(base_type, int(base.get("n_obs_steps", 1)), int(base["n_action_steps"]))
+
+    def missing_base_message(self) -> str:
+        """The error when no base policy is given, naming every way to give one (subclasses add theirs)."""
+        return f"{self.type} needs a base policy: pass --policy.base_policy_path=<diffusion/pi0/pi05/smolvla checkpoint>"
 
     # ----------------------------------------------------------------------------- LeRobot hooks
 
@@ -188,7 +227,12 @@ class FrozenBaseConfig(PreTrainedConfig):
         return 0  # chunks that run past the episode end are kept: they carry the terminal reward
 
     def get_optimizer_preset(self) -> AdamConfig:
-        return AdamConfig(lr=self.critic_lr, weight_decay=0.0, grad_clip_norm=self.grad_clip_norm)
+        return AdamConfig(lr=self.critic_lr, weight_decay=0.0, grad_clip_norm=self.lerobot_grad_clip_norm)
+
+    @property
+    def lerobot_grad_clip_norm(self) -> float:
+        """`grad_clip_norm` as LeRobot's optimizer configs spell it (0: no clipping)."""
+        return self.grad_clip_norm or 0.0
 
     def get_scheduler_preset(self):
         return None
@@ -201,3 +245,63 @@ def check_choice(name: str, value, allowed) -> None:
     """Raise naming the CLI flag when a string option is not one of its choices."""
     if value not in allowed:
         raise ValueError(f"--policy.{name}={value!r} is not one of {allowed}")
+
+
+# ---------------------------------------------------------------------------------- number checks
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The allowed values of a numeric option, printed in interval notation, e.g. "(0, 1]".
+
+    NaN and infinities are never inside: an infinite learning rate or discount is always a typo or
+    an overflow, and one NaN poisons every network it reaches.
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        left = "(" if self.low_open or math.isinf(self.low) else "["
+        right = ")" if self.high_open or math.isinf(self.high) else "]"
+        return f"{left}{self.low:g}, {self.high:g}{right}"
+
+
+UNIT = Interval(0, 1, low_open=True)  # discounts, Polyak rates
+FRACTION = Interval(0, 1, high_open=True)  # moving-average decays
+POSITIVE = Interval(0, low_open=True)  # learning rates, scales, bounds
+NON_NEGATIVE = Interval(0)  # strengths that 0 turns off, warmups
+COUNT = Interval(1)  # sizes, counts, steps
+FINITE = Interval()  # offsets, targets: any real number
+
+
+def check_range(flag: str, value, allowed: Interval, *, optional: bool = False) -> None:
+    """Raise naming the CLI flag, the bad value and the allowed range when a number is outside it.
+
+    `optional`: None is allowed too (the option's "off" or "automatic"). A list or tuple is checked
+    entry by entry (e.g. `--policy.hidden_dims=[256,256]`). Called from the configs' __post_init__ /
+    validate, so that a bad value fails when the command line is parsed, not after the prefill.
+    """
+    if value is None and optional:
+        return
+    many = isinstance(value, (list, tuple))
+    if any(v not in allowed for v in (value if many else [value])):
+        what = "every entry must be in" if many else "allowed:"
+        raise ValueError(f"{flag}={value!r} is out of range; {what} {allowed}{' or null' if optional else ''}")
+
+
+def check_fields(config, ranges: dict[str, Interval], prefix: str = "--policy.") -> None:
+    """`check_range` for each named field of a dataclass config; None passes where the field's type
+    allows it (`int | None`: the option's "automatic")."""
+    optional = {f.name for f in fields(config) if "None" in str(f.type)}
+    for name, allowed in ranges.items():
+        check_range(f"{prefix}{name}", getattr(config, name), allowed, optional=name in optional)

@@ -26,10 +26,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lerobot.configs.policies import PreTrainedConfig
-from lerobot.utils.constants import ACTION, OBS_PREFIX
+from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_PREFIX
 
+from lerobot_steer.cli_errors import mark_user_error
 from lerobot_steer.steering.base_adapter import SAFETENSORS_FILE, BasePolicyAdapter, CheckpointError
 from lerobot_steer.steering.encoders import ObservationEncoder
+from lerobot_steer.steering.features import FeatureMismatchError
 from lerobot_steer.steering.networks import CriticEnsemble
 
 from .config import FrozenBaseConfig
@@ -182,11 +184,40 @@ class FrozenBasePolicyMixin:
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
         """One action per env step from a queue refilled with a new chunk every n_exec steps."""
         if not self._queue:
+            self.check_inputs(batch)  # before the first action: a missing input names itself, not a KeyError
             chunk = self.predict_action_chunk(batch, noise=noise, **kwargs)
             self._queue.extend(chunk.transpose(0, 1))
         else:
             self.adapter.observe(observations(batch))  # keep a diffusion base's history current
         return self._queue.popleft()
+
+    def check_inputs(self, batch: dict[str, Tensor]) -> None:
+        """Raise FeatureMismatchError when `batch` lacks an observation the checkpoint reads.
+
+        `select_action` calls it before each new chunk, so on a robot (`lerobot-rollout`,
+        `lerobot-record --policy.path`) the first inference fails with what is missing and why,
+        before the arm moves, instead of a KeyError deep in an encoder.
+        """
+        missing = [key for key in self.config.input_features if "empty_camera" not in key and key not in batch]
+        if missing:
+            raise FeatureMismatchError(missing_inputs_message(self.config, missing, batch))
+
+    @torch.no_grad()
+    def collect_chunk(self, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """One chunk per env for online collection, and what the replay buffer keeps besides it.
+
+        mode "prior": the base on its own N(0, I) noise (prefill); "explore": the policy as it
+        trains; "greedy": its deterministic mode. Steering types whose transitions need more than
+        the executed chunk (DSRL-SAC: the noise) override this.
+        """
+        obs = observations(batch)
+        if mode == "prior":
+            return self.adapter.sample(obs, self.adapter.sample_noise(next(iter(obs.values())).shape[0])), {}
+        return self.predict_action_chunk(batch), {}
+
+    def acting_stats(self) -> dict[str, float]:
+        """Diagnostics of the last `collect_chunk` (e.g. guidance strength), logged by the RL loop."""
+        return {}
 
     # ------------------------------------------------------------------------- chunk transitions
 
@@ -264,8 +295,14 @@ class FrozenBasePolicyMixin:
 
     def _success_of(self, batch: dict, b: int, device) -> Tensor:
         episodes = batch.get("episode_index")
-        if self._episode_success is None or not isinstance(episodes, Tensor):
-            return torch.ones(b, dtype=torch.bool, device=device)  # no success record: demonstrations
+        if self._episode_success is None:
+            return torch.ones(b, dtype=torch.bool, device=device)  # no next.success column: demonstrations
+        if not isinstance(episodes, Tensor):
+            raise ValueError(
+                "the batch has no 'episode_index', so the per-episode next.success record of the dataset cannot "
+                "be looked up (it would count every episode as a success): pass batches from the LeRobotDataset "
+                "the policy was built with"
+            )
         table = self._episode_success.to(device)
         index = episodes.reshape(b).long()
         if bool((index < 0).any() or (index >= table.numel()).any()):
@@ -296,10 +333,6 @@ class FrozenBasePolicyMixin:
     def _in_model_file(self, key: str) -> bool:
         """Whether a state-dict entry belongs in `model.safetensors` (a frozen base lives in `base_policy/`)."""
         return self.trains_base or not key.startswith(BASE_PREFIX)
-
-    def trained_state_dict(self) -> dict[str, Tensor]:
-        """Everything but a frozen base (which is saved once, in `base_policy/`)."""
-        return {k: v for k, v in self.state_dict().items() if self._in_model_file(k)}
 
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
         save_directory = Path(save_directory)
@@ -384,9 +417,7 @@ def load_base_adapter(config: FrozenBaseConfig, base_policy_dir=None) -> BasePol
     """The frozen base: the checkpoint's own `base_policy/` copy, else `config.base_policy_path`."""
     source = base_policy_dir or config.base_policy_path
     if source is None:
-        raise ValueError(
-            f"{config.type} needs a base policy: pass --policy.base_policy_path=<diffusion/pi0/pi05/smolvla checkpoint>"
-        )
+        raise mark_user_error(ValueError(config.missing_base_message()))
     return BasePolicyAdapter.from_pretrained(
         source,
         device=config.device,
@@ -402,6 +433,24 @@ def replay_terminated(batch: dict, b: int, config) -> Tensor:
     if getattr(config, "bootstrap_time_limit", True) or truncated is None:
         return done
     return torch.maximum(done, truncated.reshape(b).float())
+
+
+def missing_inputs_message(config: FrozenBaseConfig, missing: list[str], batch: dict) -> str:
+    """What a policy that was given observations without `missing` tells its user."""
+    needs = ", ".join(f"'{k}' {tuple(ft.shape)}" for k, ft in config.input_features.items() if "empty_camera" not in k)
+    given = sorted(k for k in batch if k.startswith(OBS_PREFIX)) or "none"
+    message = (f"the observation lacks {', '.join(repr(k) for k in missing)}: this {config.type} checkpoint reads "
+               f"{needs}, and was given {given}.")
+    if OBS_ENV_STATE in missing:
+        message += (f" '{OBS_ENV_STATE}' is the simulator's privileged state (block and bowl poses), which a real "
+                    "robot does not measure: a checkpoint trained on the sim with state observations "
+                    "(--env.obs_type=state or pixels_state) cannot run on a real robot. Train the base and the "
+                    "steering policy on camera observations instead (--env.obs_type=pixels, features "
+                    "observation.images.<camera> and observation.state), which the robot provides.")
+    else:
+        message += (" Give it these inputs under these names (a robot's cameras are named in its config; "
+                    "--rename_map maps other names), or use a checkpoint trained on the observations you have.")
+    return message
 
 
 def observations(batch: dict) -> dict[str, Tensor]:
@@ -433,6 +482,13 @@ def episode_success(dataset_meta) -> Tensor | None:
         raise ValueError(f"{dataset_meta.root}/data has no parquet files: cannot read next.success per episode")
     episodes, success = [], []
     for file in files:
+        missing = {"episode_index", "next.success"} - set(pq.read_schema(file).names)
+        if missing:
+            raise ValueError(
+                f"{file} has no {' / '.join(sorted(missing))} column although {dataset_meta.root}/meta/info.json "
+                "declares next.success: the dataset is inconsistent, so the episodes recorded as successful "
+                "cannot be told (re-record or repair it, or train on a dataset with a reward column)"
+            )
         table = pq.read_table(file, columns=["episode_index", "next.success"])
         episodes.append(torch.as_tensor(table.column("episode_index").to_numpy()).long())
         success.append(torch.as_tensor(table.column("next.success").to_numpy(zero_copy_only=False)).reshape(-1).bool())

@@ -19,7 +19,13 @@ from lerobot.processor.converters import (
     transition_to_policy_action,
 )
 
-from lerobot_steer.steering.base_adapter import POSTPROCESSOR_FILE, PREPROCESSOR_FILE, _pipeline_has_step, _resolve_checkpoint
+from lerobot_steer.cli_errors import mark_user_error
+from lerobot_steer.steering.base_adapter import (
+    POSTPROCESSOR_FILE,
+    PREPROCESSOR_FILE,
+    _pipeline_has_step,
+    _resolve_checkpoint,
+)
 
 from .config import FrozenBaseConfig
 
@@ -27,8 +33,8 @@ from .config import FrozenBaseConfig
 def base_pre_post_processors(config: FrozenBaseConfig) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
     """The base checkpoint's pre/post processors, with the device set to `config.device`."""
     if config.base_policy_path is None:
-        raise ValueError(
-            f"the {config.type} processors come from the base policy: pass --policy.base_policy_path=<base checkpoint>"
+        raise mark_user_error(
+            ValueError(f"the {config.type} processors come from the base policy. {config.missing_base_message()}")
         )
     folder = _resolve_checkpoint(config.base_policy_path, revision=config.base_policy_revision, cache_dir=None, token=None)
     overrides = {}

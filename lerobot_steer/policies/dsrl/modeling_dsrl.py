@@ -5,7 +5,7 @@
 Only the actor, the critics and the temperature train. The base is a `BasePolicyAdapter` (DDIM for
 diffusion, Euler for pi0/pi05/smolvla): the same observation and noise always give the same chunk.
 
-Two variants (Wagenmaker et al. 2025, algorithms.md §2):
+Two variants (Wagenmaker et al. 2025, "Steering Your Diffusion Policy with Latent Space RL"):
 
 * DSRL-NA: Q^A(s, a) on the executed chunk a (normalized, n_exec x action_dim) learns by TD from
   recorded or collected chunks; Q^W(s, w) regresses head-wise onto Q^A(s, base(s, w)) for fresh
@@ -38,9 +38,9 @@ from lerobot_steer.policies.common.frozen_base import (
     FrozenBasePolicyMixin,
     ObservationCritic,
     make_observation_encoder,
+    observations as _observations,
     unnormalized_feature_stats,
 )
-from lerobot_steer.policies.common.frozen_base import observations as _observations
 from lerobot_steer.steering.base_adapter import BasePolicyAdapter
 from lerobot_steer.steering.encoders import ObservationEncoder
 from lerobot_steer.steering.losses import (
@@ -53,6 +53,7 @@ from lerobot_steer.steering.losses import (
 from lerobot_steer.steering.networks import ActorOutput, TanhGaussianActor, polyak_update
 
 from .configuration_dsrl import DSRLConfig
+
 
 class NoiseActor(nn.Module):
     """pi(w | s): an observation encoder and a tanh-Gaussian head bounded to [-bound, bound]."""
@@ -98,7 +99,7 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
 
         base_noise = self.adapter.noise_shape(1)
         self.chunk_length, self.noise_width = base_noise[1], base_noise[2]
-        steps = {"full": self.chunk_length, "executed": config.n_exec, "repeat": 1}[config.noise_layout]
+        steps = {"full": self.chunk_length, "executed": config.n_exec}.get(config.noise_layout, 1)
         self.noise_dim = steps * self.noise_width
         self.action_dim = self.adapter.action_dim
 
@@ -131,16 +132,24 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         b, layout = w.shape[0], self.config.noise_layout
         if layout == "full":
             return w.reshape(b, self.chunk_length, self.noise_width)
-        if layout == "executed":
-            start = self.adapter.executed_start
+        if layout in ("executed", "repeat_executed"):
+            start, n_exec = self.adapter.executed_start, self.config.n_exec
             noise = w.new_zeros(b, self.chunk_length, self.noise_width)
-            noise[:, start : start + self.config.n_exec] = w.reshape(b, self.config.n_exec, self.noise_width)
+            executed = w.reshape(b, -1, self.noise_width).expand(b, n_exec, self.noise_width)
+            noise[:, start : start + n_exec] = executed
             return noise
         return w.reshape(b, 1, self.noise_width).expand(b, self.chunk_length, self.noise_width)
 
     def prior_noise(self, batch_size: int) -> Tensor:
         """Fresh actor-space N(0, I) noise: what the base was trained to denoise (Q^W distillation)."""
         return torch.randn(batch_size, self.noise_dim, device=self.log_alpha.device)
+
+    def prefill_noise(self, batch_size: int) -> Tensor:
+        """Noise to act with before the first update: N(0, I) clipped to the actor's bound, as the
+        reference prefills. Unclipped draws (|w| up to ~4) would teach the critic about noise the
+        actor can never produce, and a repeated layout would shift whole chunks by up to 4 sigma."""
+        bound = self.config.noise_bound
+        return self.prior_noise(batch_size).clamp(-bound, bound)
 
     def decode(self, obs: dict[str, Tensor], w: Tensor) -> Tensor:
         """The executed chunk (B, n_exec, action_dim), normalized, for actor-space noise w.
@@ -166,6 +175,17 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
             deterministic = self.config.deterministic_actions if deterministic is None else deterministic
             noise = self.base_noise(self.actor(obs, deterministic=deterministic).action)
         return self.adapter.sample(obs, noise)[:, : self.config.n_exec]
+
+    @torch.no_grad()
+    def collect_chunk(self, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """The chunk and the actor-space noise that made it (DSRL-SAC's critic input): the clipped
+        prior in the prefill, an actor sample when exploring, its mean when greedy."""
+        obs = _observations(batch)
+        if mode == "prior":
+            w = self.prefill_noise(next(iter(obs.values())).shape[0])
+        else:
+            w = self.actor(obs, deterministic=mode == "greedy").action
+        return self.adapter.sample(obs, self.base_noise(w)), {"noise": w.cpu()}
 
     # ---------------------------------------------------------------------------------- training
 

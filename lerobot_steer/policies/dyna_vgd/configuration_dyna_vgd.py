@@ -1,7 +1,7 @@
 """Configuration of the `dyna_vgd` policy type: value-guided denoising of a LeRobot base, with a
 guidance strength that adapts to the critic's uncertainty (Dynamic VGD) or stays fixed (VGD).
 
-Defaults follow the Dynamic VGD reference configs (algorithms.md §4.2, §5.3: 4 critics, min, lr 5e-4,
+Defaults follow the Dynamic VGD reference configs (DozenDucc/VGD, jebeom/VGD on GitHub: 4 critics, min, lr 5e-4,
 lambda_base 0.005, last 3 steps, no anneal, beta 1, C_local 5, C_global 100, weight clamp
 [0.001, 1]) except the network width, sized for CPU (3 x 256 instead of 3 x 2048), and gamma, which
 is per env step here (chunk of k steps: gamma^k). lambda_base was tuned for actions in [-1, 1] and
@@ -21,7 +21,15 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.optim.optimizers import AdamConfig
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
-from lerobot_steer.policies.common.config import FrozenBaseConfig, check_choice
+from lerobot_steer.policies.common.config import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    FrozenBaseConfig,
+    Interval,
+    check_choice,
+)
 from lerobot_steer.steering.guidance import ANNEALS, GUIDANCE_MODES
 
 BASE_MODES = ("frozen", "bc")
@@ -112,14 +120,20 @@ class DynaVGDConfig(FrozenBaseConfig):
         check_choice("guidance_mode", self.guidance_mode, GUIDANCE_MODES)
         check_choice("guidance_anneal", self.guidance_anneal, ANNEALS)
         check_choice("acting_noise", self.acting_noise, ("gaussian", "tanh_gaussian"))
-        if self.guidance_last_k is not None and self.guidance_last_k < 1:
-            raise ValueError(f"--policy.guidance_last_k must be >= 1 or null (every step), got {self.guidance_last_k}")
-        if not 0 < self.weight_min <= self.weight_max:
-            raise ValueError(f"need 0 < weight_min <= weight_max, got {self.weight_min}, {self.weight_max}")
+        if not self.weight_min <= self.weight_max:
+            raise ValueError(f"--policy.weight_min={self.weight_min} exceeds --policy.weight_max={self.weight_max}: "
+                             "the guidance weight is clamped to [weight_min, weight_max]")
         if self.trains_base:
             self.diffusion.device = self.device
             # Not a dataclass field: derived from the diffusion config, so it cannot disagree with it.
             self.normalization_mapping = dict(self.diffusion.normalization_mapping)
+
+    def number_ranges(self) -> dict[str, Interval]:
+        """guidance_last_k: null guides every step; guided_action_clip, td_target_clamp: null is off."""
+        return {**super().number_ranges(), "guidance_scale": NON_NEGATIVE, "guidance_last_k": COUNT,
+                "guidance_warmup_steps": NON_NEGATIVE, "uncertainty_beta": NON_NEGATIVE, "c_local": POSITIVE,
+                "c_global": POSITIVE, "weight_min": POSITIVE, "weight_max": POSITIVE, "td_error_ema_decay": FRACTION,
+                "guided_action_clip": POSITIVE, "td_target_clamp": POSITIVE}
 
     @property
     def trains_base(self) -> bool:
@@ -139,6 +153,14 @@ class DynaVGDConfig(FrozenBaseConfig):
                 "--policy.train_critic=false with --policy.base_mode=frozen leaves nothing to train: the frozen "
                 "base never changes and the critics are the only trained part"
             )
+
+    def missing_base_message(self) -> str:
+        """Without base flags dyna_vgd has two ways to go, and the error names both."""
+        return (
+            "dyna_vgd needs a base policy, given one of two ways: guide a pretrained one with "
+            "--policy.base_policy_path=<diffusion/pi0/pi05/smolvla checkpoint> (--policy.base_mode=frozen, the "
+            "default), or train a diffusion base on the dataset by behaviour cloning with --policy.base_mode=bc"
+        )
 
     def ensure_base_facts(self) -> None:
         self.check_base_mode()
@@ -170,7 +192,7 @@ class DynaVGDConfig(FrozenBaseConfig):
             return super().get_optimizer_preset()
         d = self.diffusion
         return AdamConfig(lr=d.optimizer_lr, betas=d.optimizer_betas, eps=d.optimizer_eps,
-                          weight_decay=d.optimizer_weight_decay, grad_clip_norm=self.grad_clip_norm)
+                          weight_decay=d.optimizer_weight_decay, grad_clip_norm=self.lerobot_grad_clip_norm)
 
     @property
     def guided_steps(self) -> range | None:

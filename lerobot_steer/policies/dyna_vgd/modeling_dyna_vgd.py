@@ -3,7 +3,8 @@
     observation, N(0, I) noise --base denoising, x0_hat shifted by lambda * grad_a Q--> action chunk
 
 The critic ensemble trains by TD on the chunk-level MDP, with the target next action the guided
-decode of the base at s' with the current critic (algorithms.md §3.4). The strength lambda is fixed
+decode of the base at s' with the current critic, as in the VGD reference code (DozenDucc/VGD,
+jebeom/VGD on GitHub). The strength lambda is fixed
 (VGD) or adapts to the critic's disagreement and recent TD error (Dynamic VGD); see
 steering/guidance.py. Each component (lambda, w_local, w_global, sigma_Q, the TD error EMA) is in
 `forward()`'s output dict and, after acting, in `policy.last_guidance_stats`.
@@ -227,6 +228,10 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         chunk, stats = self.guided_decode(obs, noise, guide=self.config.guide_actions and self.trains_critic)
         self.last_guidance_stats = metrics_to_floats(stats)
         return chunk
+
+    def acting_stats(self) -> dict[str, float]:
+        """The guidance components of the last acting decode (see `last_guidance_stats`)."""
+        return dict(self.last_guidance_stats)
 
     # ---------------------------------------------------------------------------------- training
 

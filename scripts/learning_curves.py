@@ -119,10 +119,11 @@ def plot_existing(args, out: Path) -> None:
         curves.setdefault(label, {})[run_dir] = (success, returns)
         wall.setdefault(label, {})[run_dir] = (wall_curve(Path(run_dir), success), [])
     refs = {}
-    if args.baselines_report:
-        for c in json.loads(Path(args.baselines_report).read_text())["checkpoints"]:
-            kind = c["path"].split(":")[1]
-            refs[f"{LABELS[kind]} (held-out)"] = (c["summary"]["success_rate"], None)
+    for report in args.baselines_report or []:
+        for c in json.loads(Path(report).read_text())["checkpoints"]:
+            if c["path"].startswith("noise:"):  # the reports may hold other checkpoints too
+                kind = c["path"].split(":")[1]
+                refs[f"{LABELS[kind]} (held-out)"] = (c["summary"]["success_rate"], None)
     path = plot_learning_curves(curves, out / "learning_curves.png", references=refs, wall=wall,
                                 ylabel_suffix=f"{args.eval_episodes} episodes",
                                 title="SO-101 sim: online fine-tuning vs the base's free baselines")
@@ -143,8 +144,8 @@ def main() -> None:
     parser.add_argument("--plot_runs", nargs="+", default=None, metavar="LABEL=RUN_DIR",
                         help="only plot existing lerobot-steer-rl runs (no training, no final evaluation), "
                              "with the free baselines of --baselines_report")
-    parser.add_argument("--baselines_report", default=None, help="eval_report.json of a lerobot-steer-eval of the "
-                        "three noise:<kind>:<base> baselines (with --plot_runs)")
+    parser.add_argument("--baselines_report", nargs="+", default=None, help="eval_report.json files of "
+                        "lerobot-steer-eval runs holding noise:<kind>:<base> baselines (with --plot_runs)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every lerobot-steer-rl run")
     args = parser.parse_args()
     out = Path(args.output_dir)

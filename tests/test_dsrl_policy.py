@@ -384,3 +384,20 @@ def test_prefill_noise_is_the_prior_clipped_to_the_actor_bound(base):
     w = policy.prefill_noise(512)
     assert w.shape == (512, policy.noise_dim)
     assert w.abs().max() <= 0.5 and (w.abs() == 0.5).float().mean() > 0.3  # N(0, I) clipped, not rescaled
+
+
+def test_acting_mode_switches_to_the_mean_noise_for_a_block_and_restores(base):
+    """What lerobot-steer-rl's `--eval.also_deterministic` relies on: the mode holds inside the block
+    only, whatever the block raises."""
+    adapter, make_batch = base
+    policy = _dsrl(adapter, deterministic_actions=False)
+    assert policy.has_deterministic_mode
+    obs = make_batch(2, 0)
+    with policy.acting_mode(True):
+        first, again = policy.predict_action_chunk(obs), policy.predict_action_chunk(obs)
+        assert torch.equal(first, again)  # the actor's mean noise, no sample
+    assert policy.config.deterministic_actions is False
+    assert not torch.equal(policy.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+    with pytest.raises(RuntimeError), policy.acting_mode(True):
+        raise RuntimeError("an evaluation that fails")
+    assert policy.config.deterministic_actions is False

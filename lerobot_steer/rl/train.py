@@ -121,7 +121,7 @@ def evaluate(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_pre, e
     """`eval/...` in the configured mode and, with `eval.also_deterministic` on a policy that has a
     deterministic mode, `eval_deterministic/...` in the other one."""
     row = evaluate_mode(cfg, policy, preprocessor, postprocessor, env_pre, env_post, cfg.eval.deterministic)
-    if cfg.eval.also_deterministic and getattr(policy.config, "deterministic_actions", None) is not None:
+    if cfg.eval.also_deterministic and policy.has_deterministic_mode:
         other = evaluate_mode(cfg, policy, preprocessor, postprocessor, env_pre, env_post, not cfg.eval.deterministic)
         prefix = "eval_sampled/" if cfg.eval.deterministic else "eval_deterministic/"
         row.update({prefix + k.removeprefix("eval/"): v for k, v in other.items()})
@@ -133,19 +133,15 @@ def evaluate_mode(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_p
     """Success rate (Wilson 95 % CI), outcomes and returns on the fixed eval seeds, without disturbing
     the training envs' observation history or the policy's train mode."""
     history, was_training = policy.adapter.history_state(), policy.training
-    deterministic = getattr(policy.config, "deterministic_actions", None)
-    if deterministic is not None:
-        policy.config.deterministic_actions = deterministic_mode
     policy.eval()
     try:
         put = PolicyUnderTest(label=policy.name, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
                               env_preprocessor=env_pre, env_postprocessor=env_post)
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.n_episodes))
-        results = run_episodes(put, cfg.env, seeds, batch_size=cfg.eval.batch_size,
-                               use_async_envs=cfg.eval.use_async_envs, progress=False)
+        with policy.acting_mode(deterministic_mode):
+            results = run_episodes(put, cfg.env, seeds, batch_size=cfg.eval.batch_size,
+                                   use_async_envs=cfg.eval.use_async_envs, progress=False)
     finally:
-        if deterministic is not None:
-            policy.config.deterministic_actions = deterministic
         policy.reset()
         policy.adapter.load_history_state(history)
         policy.train(was_training)

@@ -17,7 +17,9 @@ requires every subclass of that to name a config class and a policy type.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +216,15 @@ class FrozenBasePolicyMixin:
         if mode == "prior":
             return self.adapter.sample(obs, self.adapter.sample_noise(next(iter(obs.values())).shape[0])), {}
         return self.predict_action_chunk(batch), {}
+
+    #: whether `acting_mode(deterministic=True)` acts differently from the default sampling
+    has_deterministic_mode = False
+
+    @contextlib.contextmanager
+    def acting_mode(self, deterministic: bool) -> Iterator[None]:
+        """Act deterministically (or sampled) inside the block, e.g. for one evaluation; restored after.
+        Policies without a deterministic mode act as always."""
+        yield
 
     def acting_stats(self) -> dict[str, float]:
         """Diagnostics of the last `collect_chunk` (e.g. guidance strength), logged by the RL loop."""

@@ -23,8 +23,10 @@ lerobot-rollout and `--resume`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -175,6 +177,17 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
             deterministic = self.config.deterministic_actions if deterministic is None else deterministic
             noise = self.base_noise(self.actor(obs, deterministic=deterministic).action)
         return self.adapter.sample(obs, noise)[:, : self.config.n_exec]
+
+    has_deterministic_mode = True
+
+    @contextlib.contextmanager
+    def acting_mode(self, deterministic: bool) -> Iterator[None]:
+        """Act on the actor's mean noise (True) or on samples (False) inside the block."""
+        saved, self.config.deterministic_actions = self.config.deterministic_actions, deterministic
+        try:
+            yield
+        finally:
+            self.config.deterministic_actions = saved
 
     @torch.no_grad()
     def collect_chunk(self, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:

@@ -9,7 +9,8 @@ itself. For a diffusion / flow-matching base three noise choices cost nothing:
 * `executed`: N(0, I) on the steps the base executes and zero on the others (a diffusion base
   denoises `horizon` steps but executes `n_action_steps` of them; noise on the steps it never
   executes still leaks into the executed ones through its temporal convolutions). This is where
-  DSRL's default `noise_layout=executed` starts from.
+  DSRL's `noise_layout=executed` starts from (its default `repeat_executed` repeats one vector
+  over the same steps).
 
 In `--policy_paths` they are written `noise:<kind>:<checkpoint>`, e.g.
 `lerobot-steer-eval --policy_paths='[noise:zero:<base>,noise:tanh:<base>,<base>,<fine-tuned>]'`.

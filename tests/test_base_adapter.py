@@ -400,3 +400,23 @@ def test_guides_can_differentiate_under_inference_mode(base):
     with torch.inference_mode():
         under_eval = adapter.guided_sample(batch, noise, toward_target, steps=[-1])
     assert torch.allclose(under_eval, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["meta", *(["cuda"] if torch.cuda.is_available() else [])])
+def test_restored_history_follows_the_device_of_the_next_observations(device):
+    """A history restored from a checkpoint (or from the pause of an evaluation) is held on the CPU;
+    the next observations of a GPU run must continue it, not fail on mixed devices (found on an H200:
+    every `--policy.device=cuda` run crashed after its first evaluation). `meta` stands in for the
+    GPU on CPU-only machines: it fails the same way on a CPU/other-device concatenation."""
+    from lerobot_steer.steering.obs_history import ObservationHistory
+
+    features = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(3,))}
+    history = ObservationHistory(2, features)
+    history.push({"observation.state": torch.zeros(4, 3)})
+    restored = ObservationHistory(2, features)
+    restored.load_state_dict(history.state_dict())
+
+    out = restored.push({"observation.state": torch.ones(4, 3, device=device)})
+
+    assert out["observation.state"].device.type == device
+    assert out["observation.state"].shape == (4, 2, 3)

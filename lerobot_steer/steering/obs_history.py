@@ -100,7 +100,9 @@ class ObservationHistory:
             if previous is None:
                 frames = filled.clone()
             else:
-                frames = torch.cat([previous[:, 1:], new.unsqueeze(1)], dim=1)
+                # A history restored from a checkpoint or from an evaluation pause is held on the CPU
+                # (`state_dict`); it follows the device of the observations it continues.
+                frames = torch.cat([previous[:, 1:].to(new.device), new.unsqueeze(1)], dim=1)
                 if any_fresh:
                     mask = fresh.view(-1, *([1] * (frames.ndim - 1)))
                     frames = torch.where(mask, filled, frames)

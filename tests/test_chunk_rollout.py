@@ -27,7 +27,7 @@ from lerobot.envs.utils import preprocess_observation
 from lerobot.rl.data_sources import OnlineOfflineMixer
 
 from lerobot_steer.policies.common.frozen_base import FrozenBasePolicyMixin
-from lerobot_steer.rl.chunk_rollout import ChunkBatch, ChunkCollector
+from lerobot_steer.rl.chunk_rollout import ActedChunk, ChunkBatch, ChunkCollector
 from lerobot_steer.rl.replay_buffer import ChunkReplayBuffer
 
 K = 3  # chunk length in the toy tests
@@ -297,6 +297,30 @@ class _SimStateEnv(CounterEnv):
     @sim_state.setter
     def sim_state(self, state):
         self.t, self.episode = state["t"], state["episode"]
+
+
+def test_learner_action_from_the_policy_is_what_the_buffer_stores():
+    """The envs execute env-unit actions; a policy that gives the learner another representation of
+    the same chunk (its normalized actions) has that one stored, through a named field."""
+    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.RecordEpisodeStatistics(CounterEnv())] * 2,
+                                    autoreset_mode=AutoresetMode.SAME_STEP)
+    collector = ChunkCollector(envs)
+    collector.reset(seed=0)
+    env_units = np.full((2, K, 1), 0.5, np.float32)
+    normalized = np.full((2, K, 1), -1.0, np.float32)
+
+    batch, _ = collector.collect(lambda obs: ActedChunk(env_units, {"noise": np.ones((2, 3))}, normalized))
+    plain, _ = collector.collect(lambda obs: (env_units, {"noise": np.ones((2, 3))}))
+    envs.close()
+
+    np.testing.assert_array_equal(batch.action, env_units)
+    np.testing.assert_array_equal(batch.learner_action, normalized)
+    assert plain.learner_action is None
+    buffer = ChunkReplayBuffer(capacity=8, seed=0)
+    buffer.add(batch)
+    buffer.add(plain)
+    np.testing.assert_array_equal(buffer.storage["action"][:2].numpy(), normalized)
+    np.testing.assert_array_equal(buffer.storage["action"][2:4].numpy(), env_units)
 
 
 class _BrokenSimStateEnv(CounterEnv):

@@ -140,6 +140,23 @@ def test_resume_after_kill_matches_the_uninterrupted_run(state_checkpoint, tmp_p
     assert comparable(killed) == comparable(straight)
 
 
+def test_a_run_saved_with_the_old_algorithm_utd_ratio_field_still_resumes(state_checkpoint, tmp_path):
+    """`algorithm.utd_ratio` was renamed `algorithm.grad_steps_per_update`: folders saved before keep
+    resuming (their file is read under the new name, not rewritten)."""
+    run = tmp_path / "old"
+    rl_cli("dsrl", state_checkpoint, run, "--steps=64", "--log_freq=32", "--save_freq=32", "--eval.n_episodes=0")
+    saved = run / "train_config.json"
+    config = json.loads(saved.read_text())
+    config["algorithm"]["utd_ratio"] = config["algorithm"].pop("grad_steps_per_update")
+    saved.write_text(json.dumps(config, indent=4))
+
+    result = run_cli([BIN / "lerobot-steer-rl", "--resume=true", f"--output_dir={run}", "--steps=96"], cwd=tmp_path)
+
+    assert "algorithm.utd_ratio -> algorithm.grad_steps_per_update" in result.stdout + result.stderr
+    assert [r["env_steps"] for r in rows(run)][-1] == 96
+    assert "grad_steps_per_update" in json.loads(saved.read_text())["algorithm"]  # saved again, new names
+
+
 def test_base_that_does_not_fit_the_env_fails_before_any_step(state_checkpoint, tmp_path):
     """The base reads joints + block/bowl poses; a pixels-only sim has no environment_state."""
     result = rl_cli("dsrl", state_checkpoint, tmp_path / "bad", "--steps=64", "--env.obs_type=pixels", ok=False)

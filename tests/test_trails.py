@@ -247,3 +247,55 @@ def test_dyna_vgd_base_trail_decodes_the_same_noise_unguided(state_checkpoint):
     np.testing.assert_array_equal(ends[0.0][POLICY], ends[0.0][BASE])
     assert np.linalg.norm(ends[5.0][POLICY][-1] - ends[5.0][BASE][-1]) > 1e-3
     np.testing.assert_array_equal(ends[5.0][BASE], ends[0.0][BASE])  # the same noise: the same unguided chunk
+
+
+def test_a_third_steering_type_gets_base_trails_from_its_own_methods():
+    """Trails ask the policy what its reference is (`reference_chunk`, `reference_noise`,
+    `reference_labels`), never its type name: a steering idea that is neither dsrl nor dyna_vgd gets
+    the base's chunk beside its own, and its episode is the one it acts without the tap."""
+    from helpers_bases import tiny_adapter
+
+    from lerobot_steer.evaluation.trails import ChunkTap
+    from lerobot_steer.policies.common.frozen_base import observations
+
+    adapter, make_batch = tiny_adapter("diffusion", None)
+
+    class ShiftedNoise(torch.nn.Module):
+        name = "shifted_noise"
+        reference_labels = ("shifted", "base, same noise")
+
+        def __init__(self):
+            super().__init__()
+            self.adapter = adapter
+
+        def predict_action_chunk(self, batch, noise=None, **kwargs):
+            obs = observations(batch)
+            noise = self.reference_noise(next(iter(obs.values())).shape[0]) if noise is None else noise
+            return self.adapter.sample(obs, noise + 0.5)
+
+        def reference_noise(self, batch_size):
+            return self.adapter.sample_noise(batch_size)
+
+        def reference_chunk(self, obs, noise, generator=None):
+            return self.adapter.sample(obs, noise)
+
+    policy, batch = ShiftedNoise(), make_batch(3, 0)
+    adapter.reset()
+    torch.manual_seed(0)
+    untapped = policy.predict_action_chunk(batch)
+
+    adapter.reset()
+    torch.manual_seed(0)
+    tap = ChunkTap(policy)
+    tapped = policy.predict_action_chunk(batch)
+    chunks = tap.take()
+    tap.close()
+
+    assert tap.labels == ("shifted", "base, same noise")
+    torch.testing.assert_close(tapped, untapped)  # the tap changes nothing the policy does
+    torch.testing.assert_close(chunks[POLICY], untapped)
+    torch.manual_seed(0)
+    same_noise = adapter.sample_noise(3)
+    torch.testing.assert_close(chunks[BASE], adapter.sample({**observations(batch), **adapter.history_frames()}, same_noise))
+    assert not torch.allclose(chunks[BASE], chunks[POLICY])
+    assert "predict_action_chunk" not in vars(policy)

@@ -9,7 +9,9 @@ For a steering checkpoint (`dsrl`, `dyna_vgd`) the frozen base's chunk for the s
 forward-simulated too and drawn beside it, so one frame shows what steering changed:
 
 * dsrl: the base decoding fresh N(0, I) noise (what it does unsteered) vs the actor's noise;
-* dyna_vgd: the base decoding the same N(0, I) noise without guidance vs with value guidance.
+* dyna_vgd: the base decoding the same initial noise without guidance vs with value guidance.
+
+Each steering policy says what its reference is (`reference_chunk`, `reference_noise`, `reference_labels`).
 
 The paths are drawn as MuJoCo scene geometry (spheres at the waypoints, capsules between them)
 added to the `mjvScene` before rendering, so they are projected by the camera itself and depth-tested
@@ -45,12 +47,9 @@ WAYPOINT_RADIUS = 0.006  # m
 SEGMENT_RADIUS = 0.0025  # m
 
 
-def steering_kind(policy) -> str | None:
-    """"dsrl" / "dyna_vgd" for a steering policy over a base adapter, else None."""
-    name = getattr(policy, "name", None)
-    if name in ("dsrl", "dyna_vgd") and hasattr(policy, "adapter"):
-        return name
-    return None
+def is_steering(policy) -> bool:
+    """A steering policy over a base adapter: it can decode the base's own chunk beside its own."""
+    return hasattr(policy, "adapter") and callable(getattr(policy, "reference_chunk", None))
 
 
 class ChunkTap:
@@ -61,18 +60,20 @@ class ChunkTap:
     `self.predict_action_chunk` from `select_action` when their queue is empty; SmolVLA calls
     `self._get_action_chunk`, which is tapped instead); `close()` removes it.
     The base chunk is decoded with the adapter's current observation history given explicitly (so the
-    history is not pushed twice) and, for dsrl, from a private generator (so the run's random stream,
-    and hence the episode, is the one without the tap).
+    history is not pushed twice) by the policy's `reference_chunk` (the policy says what its reference
+    is: dsrl's base on its own prior, drawn from the tap's private generator so the run's random stream,
+    and hence the episode, is the one without the tap; dyna_vgd's base on the same noise, unguided).
     """
 
     def __init__(self, policy, seed: int = 0):
         self.policy = policy
-        self.kind = steering_kind(policy)
-        inner = self.kind is None and callable(getattr(policy, "_get_action_chunk", None))
+        self.steering = is_steering(policy)
+        self.labels = getattr(policy, "reference_labels", None) if self.steering else None
+        inner = not self.steering and callable(getattr(policy, "_get_action_chunk", None))
         self.method = "_get_action_chunk" if inner else "predict_action_chunk"
         self._original = getattr(policy, self.method)
         self._generator = None
-        if self.kind == "dsrl":
+        if self.steering:
             self._generator = torch.Generator(device=policy.adapter.device).manual_seed(seed)
         self._new: dict[str, torch.Tensor] | None = None
         setattr(policy, self.method, self._predict)
@@ -88,7 +89,7 @@ class ChunkTap:
             delattr(self.policy, self.method)
 
     def _predict(self, batch, *args, **kwargs):
-        if self.kind is None:
+        if not self.steering:
             chunk = self._original(batch, *args, **kwargs)
             self._new = {POLICY: chunk.detach()}
             return chunk
@@ -97,14 +98,14 @@ class ChunkTap:
         adapter = self.policy.adapter
         obs = observations(batch)
         noise = kwargs.get("noise", args[0] if args else None)
-        if self.kind == "dyna_vgd" and noise is None:
-            # The very draw predict_action_chunk would make (same global RNG use), kept for the base.
-            noise = adapter.sample_noise(next(iter(obs.values())).shape[0])
-            kwargs["noise"], args = noise, ()
+        if noise is None:
+            # The very draw predict_action_chunk would make (same global RNG use), when the reference shares it.
+            noise = self.policy.reference_noise(next(iter(obs.values())).shape[0])
+            if noise is not None:
+                kwargs["noise"], args = noise, ()
         chunk = self._original(batch, *args, **kwargs)
-        if self.kind == "dsrl":  # what the base does unsteered: its own prior, from a private stream
-            noise = adapter.sample_noise(chunk.shape[0], generator=self._generator)
-        base = adapter.sample({**obs, **adapter.history_frames()}, noise)[:, : chunk.shape[1]]
+        history = {**obs, **adapter.history_frames()}
+        base = self.policy.reference_chunk(history, noise, generator=self._generator)[:, : chunk.shape[1]]
         self._new = {POLICY: chunk.detach(), BASE: base.detach()}
         return chunk
 
@@ -135,10 +136,9 @@ class TrailOverlay:
     def legend(self) -> list[tuple[str, tuple]]:
         if self.tap is None:
             return []
-        if self.tap.kind == "dsrl":
-            return [("steered", TRAIL_RGBA[POLICY]), ("base, N(0,I) noise", TRAIL_RGBA[BASE])]
-        if self.tap.kind == "dyna_vgd":
-            return [("guided", TRAIL_RGBA[POLICY]), ("base, same noise", TRAIL_RGBA[BASE])]
+        if self.tap.labels is not None:
+            policy_label, base_label = self.tap.labels
+            return [(policy_label, TRAIL_RGBA[POLICY]), (base_label, TRAIL_RGBA[BASE])]
         return [("predicted chunk", TRAIL_RGBA[POLICY])]
 
     def start_batch(self) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from lerobot.envs.utils import preprocess_observation
 from lerobot.utils.constants import ACTION
 
 from lerobot_steer.policies.common.frozen_base import observations
+from lerobot_steer.rl.chunk_rollout import ActedChunk
 
 MODES = ("prior", "explore", "greedy")
 
@@ -60,11 +60,11 @@ class SteeringActor:
             self.policy.adapter.reset(torch.as_tensor(ended, dtype=torch.bool))
 
     @torch.no_grad()
-    def __call__(self, raw_obs: dict[str, Any]) -> tuple[np.ndarray, dict[str, Tensor]]:
-        """One chunk per env in env units, and the extras the replay buffer keeps."""
+    def __call__(self, raw_obs: dict[str, Any]) -> ActedChunk:
+        """One chunk per env in env units, the extras the replay buffer keeps, and the executed part of
+        the chunk in the policy's normalized space (what the learner trains on)."""
         chunk, extras = self.policy.collect_chunk(self.policy_batch(raw_obs), self.mode)
         self.last_stats = self.policy.acting_stats()
         chunk = chunk[:, : self.policy.config.n_exec]
-        extras["policy_action"] = chunk.detach().cpu()
         env_chunk = self.env_postprocessor({ACTION: self.postprocessor(chunk)})[ACTION]
-        return env_chunk.detach().cpu().numpy(), extras
+        return ActedChunk(env_chunk.detach().cpu().numpy(), extras, learner_action=chunk.detach().cpu())

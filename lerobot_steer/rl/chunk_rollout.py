@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -35,8 +35,19 @@ from gymnasium.vector import AutoresetMode
 logger = logging.getLogger(__name__)
 
 Observation = dict[str, Any]  # a gym (possibly nested) dict of batched numpy arrays
-ChunkPolicy = Callable[[Observation], tuple[Any, Mapping[str, Any]]]
-"""obs batch -> (action chunk (n_envs, k, action_dim) in env units, extras {name: (n_envs, ...)})."""
+
+
+class ActedChunk(NamedTuple):
+    """What a chunk policy returns: the chunk the envs execute, what the replay buffer keeps beside it,
+    and, when the learner trains on another representation of the same chunk (the policy's
+    normalized actions rather than env units), that one. A plain `(action, extras)` pair also works."""
+
+    action: Any  # (n_envs, k, action_dim), env units
+    extras: Mapping[str, Any]  # {name: (n_envs, ...)}
+    learner_action: Any = None  # (n_envs, k', action_dim) or None: `action` is what the learner sees
+
+
+ChunkPolicy = Callable[[Observation], ActedChunk | tuple[Any, Mapping[str, Any]]]
 
 
 @dataclass
@@ -61,6 +72,7 @@ class ChunkBatch:
     chunk (n_envs, k, action_dim); only its first `n_steps` actions ran. reward: undiscounted sum of
     the executed steps' rewards. terminated / truncated: how the episode ended inside the chunk (both
     False if it did not). extras: what the policy returned alongside the chunk (e.g. `noise`).
+    learner_action: the chunk as the learner trains on it, when the policy gave one (`ActedChunk`).
     """
 
     obs: Observation
@@ -71,6 +83,7 @@ class ChunkBatch:
     terminated: np.ndarray
     truncated: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    learner_action: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -146,7 +159,7 @@ class ChunkCollector:
         if self.obs is None:
             self.reset()
         obs = self.obs
-        chunk, extras = policy(obs)
+        chunk, extras, learner_action = ActedChunk(*policy(obs))
         chunk = to_numpy(chunk)
         if chunk.ndim != 3 or chunk.shape[0] != self.num_envs or chunk.shape[1] < 1:
             raise ValueError(f"policy returned a chunk of shape {chunk.shape}; expected (n_envs={self.num_envs}, k, action_dim)")
@@ -192,6 +205,7 @@ class ChunkCollector:
         batch = ChunkBatch(
             obs=obs, action=chunk, reward=reward.astype(np.float32), next_obs=next_obs, n_steps=n_steps,
             terminated=terminated, truncated=truncated, extras={key: to_numpy(v) for key, v in extras.items()},
+            learner_action=None if learner_action is None else to_numpy(learner_action),
         )
         return batch, episodes
 

@@ -110,11 +110,14 @@ class ChunkReplayBuffer:
     # ------------------------------------------------------------------------------------ writing
 
     def add(self, batch: ChunkBatch) -> None:
-        """Append one transition per env (rows of `batch`), overwriting the oldest when full."""
+        """Append one transition per env (rows of `batch`), overwriting the oldest when full.
+
+        The stored action is `batch.learner_action` when the policy gave one, else `batch.action`."""
+        action = batch.action if batch.learner_action is None else batch.learner_action
         columns = {
             **{f"{STATE}.{k}": v for k, v in lerobot_observation(batch.obs).items()},
             **{f"{NEXT_STATE}.{k}": v for k, v in lerobot_observation(batch.next_obs).items()},
-            "action": to_numpy(batch.action).astype(np.float32),
+            "action": to_numpy(action).astype(np.float32),
             "reward": to_numpy(batch.reward).astype(np.float32),
             "done": to_numpy(batch.terminated).astype(bool),
             "truncated": to_numpy(batch.truncated).astype(bool),

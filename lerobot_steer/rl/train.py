@@ -19,11 +19,13 @@ A run owns its folder (`run_guard.RunLock`), stops on Ctrl-C / SIGTERM only afte
 """
 
 
+import json
 import logging
 import math
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -256,7 +258,6 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
             timers.seconds["physics"] += time.perf_counter() - t0 - (timers.seconds["inference"] - inference0)
             with timers.time("other"):
                 actor.episodes_ended(collector.episode_start)
-                batch.action = batch.extras.pop("policy_action")
                 buffer.add(batch)
             steps_now = batch.action.shape[1] * len(batch)
             counters["env_steps"] += steps_now
@@ -339,8 +340,35 @@ def _resume_config(cfg: SteerRLConfig, cli_args: list[str]) -> SteerRLConfig:
     if not saved.is_file():
         raise FileNotFoundError(f"--resume=true: {saved} does not exist (is --output_dir the folder of an earlier run?)")
     args = [a for a in cli_args if not a.startswith(("--policy.path", "--config_path"))]
-    with draccus.config_type("json"):
-        return draccus.parse(SteerRLConfig, config_path=saved, args=args)
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = _migrated_config(saved, Path(tmp))
+        with draccus.config_type("json"):
+            return draccus.parse(SteerRLConfig, config_path=config_path, args=args)
+
+
+# Renamed config fields: (section, old name) -> new name. Runs saved before a rename still resume.
+RENAMED_FIELDS = {("algorithm", "utd_ratio"): "grad_steps_per_update"}
+
+
+def _migrated_config(saved: Path, scratch: Path) -> Path:
+    """`saved`, or a copy in `scratch` with renamed fields under their new names (the run folder's own
+    file is left as it is: nothing is written there before the resumed config validates)."""
+    try:
+        config = json.loads(saved.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{saved} is not valid JSON ({error}): restore it from a checkpoint's train_config.json") from error
+    renamed = []
+    for (section, old), new in RENAMED_FIELDS.items():
+        fields = config.get(section)
+        if isinstance(fields, dict) and old in fields and new not in fields:
+            fields[new] = fields.pop(old)
+            renamed.append(f"{section}.{old} -> {section}.{new}")
+    if not renamed:
+        return saved
+    logger.info("resuming a run saved with older field names: %s", ", ".join(renamed))
+    migrated = scratch / saved.name
+    migrated.write_text(json.dumps(config, indent=4))
+    return migrated
 
 
 def main() -> None:

@@ -54,6 +54,13 @@ BOWL_INNER_RADIUS = 0.054
 BLOCK_HALF_SIZE = 0.0125
 LIFT_HEIGHT = 0.02  # the block counts as picked up once its bottom is this far above the table
 SETTLED_SPEED = 0.05  # m/s
+IN_BOWL_MAX_HEIGHT = 0.03  # m: the block's centre below this counts as resting in the bowl, not above it
+# The block counts as inside the bowl when its centre is this far inside the rim (half a block clear).
+IN_BOWL_RADIUS = BOWL_INNER_RADIUS - 0.5 * BLOCK_HALF_SIZE
+NEAR_BOWL_MARGIN = 0.03  # m beyond the rim: a release this close is "missed_bowl", farther "dropped"
+# Dense reward: each progress stage is worth this much of phi (3 stages, so phi <= 0.75 < success's 1).
+STAGE_WEIGHT = 0.25
+PROXIMITY_SHARPNESS = 10.0  # 1/m: 1 - tanh(k d) falls to ~0.24 at d = 10 cm
 
 
 @dataclass
@@ -382,7 +389,7 @@ class SO101PickPlaceEnv(gym.Env):
     def block_in_bowl(self) -> bool:
         bx, by, bz = self.data.xpos[self._block_body]
         cx, cy, _ = self.model.body_pos[self._bowl_body]
-        return bool(math.hypot(bx - cx, by - cy) < BOWL_INNER_RADIUS - 0.5 * BLOCK_HALF_SIZE and bz < 0.03)
+        return bool(math.hypot(bx - cx, by - cy) < IN_BOWL_RADIUS and bz < IN_BOWL_MAX_HEIGHT)
 
     def _update_task_state(self, contacts: tuple[bool, bool]) -> bool:
         grasped, touching = all(contacts), any(contacts)
@@ -391,7 +398,7 @@ class SO101PickPlaceEnv(gym.Env):
             self._was_lifted = True
         if self._was_lifted and not touching and self._release_outcome is None:
             cx, cy, _ = self.model.body_pos[self._bowl_body]
-            near_bowl = math.hypot(bx - cx, by - cy) < BOWL_INNER_RADIUS + 0.03
+            near_bowl = math.hypot(bx - cx, by - cy) < BOWL_INNER_RADIUS + NEAR_BOWL_MARGIN
             self._release_outcome = MISSED_BOWL if near_bowl else DROPPED_DURING_TRANSPORT
         if grasped:
             self._release_outcome = None  # picked up again: judge the next release
@@ -426,10 +433,10 @@ class SO101PickPlaceEnv(gym.Env):
         if grasped is None:
             grasped = all(self.pad_contacts())
         block = self.data.xpos[self._block_body]
-        reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.gripper_position() - block))
-        to_bowl = 1.0 - np.tanh(10.0 * np.linalg.norm(block[:2] - self.bowl_position()[:2]))
+        reach = 1.0 - np.tanh(PROXIMITY_SHARPNESS * np.linalg.norm(self.gripper_position() - block))
+        to_bowl = 1.0 - np.tanh(PROXIMITY_SHARPNESS * np.linalg.norm(block[:2] - self.bowl_position()[:2]))
         lifted = float(block[2] - BLOCK_HALF_SIZE > LIFT_HEIGHT)
-        return float(0.25 * reach + 0.25 * float(grasped) + 0.25 * lifted * to_bowl)
+        return float(STAGE_WEIGHT * (reach + float(grasped) + lifted * to_bowl))
 
     # ---------------------------------------------------------------- observation
     def _observation(self) -> dict:

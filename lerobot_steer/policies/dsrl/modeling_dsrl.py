@@ -178,6 +178,18 @@ class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
             noise = self.base_noise(self.actor(obs, deterministic=deterministic).action)
         return self.adapter.sample(obs, noise)[:, : self.config.n_exec]
 
+    # What `reference_chunk` shows beside the steered chunk (videos' trails legend).
+    reference_labels = ("steered", "base, N(0,I) noise")
+
+    def reference_noise(self, batch_size: int) -> None:
+        """None: the steered chunk comes from the actor's noise, not from a shared draw."""
+        return None
+
+    def reference_chunk(self, obs: dict[str, Tensor], noise: Tensor | None, generator: torch.Generator | None = None) -> Tensor:
+        """What the base does unsteered for the same observations (with their history): its own
+        N(0, I) prior, drawn from `generator` so the run's random stream is left as it was."""
+        return self.adapter.sample(obs, self.adapter.sample_noise(next(iter(obs.values())).shape[0], generator=generator))
+
     has_deterministic_mode = True
 
     @contextlib.contextmanager

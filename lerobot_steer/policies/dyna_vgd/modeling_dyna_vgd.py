@@ -222,12 +222,27 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         """
         obs = observations(batch)
         if noise is None:
-            noise = self.adapter.sample_noise(next(iter(obs.values())).shape[0])
-            if self.config.acting_noise == "tanh_gaussian":
-                noise = torch.tanh(noise)
+            noise = self.acting_noise(next(iter(obs.values())).shape[0])
         chunk, stats = self.guided_decode(obs, noise, guide=self.config.guide_actions and self.trains_critic)
         self.last_guidance_stats = metrics_to_floats(stats)
         return chunk
+
+    def acting_noise(self, batch_size: int) -> Tensor:
+        """The initial noise an acting decode starts from (`config.acting_noise`), one global-RNG draw."""
+        noise = self.adapter.sample_noise(batch_size)
+        return torch.tanh(noise) if self.config.acting_noise == "tanh_gaussian" else noise
+
+    # What `reference_chunk` shows beside the guided chunk (videos' trails legend).
+    reference_labels = ("guided", "base, same noise")
+
+    def reference_noise(self, batch_size: int) -> Tensor:
+        """The noise to hand `predict_action_chunk` so that `reference_chunk` decodes the same draw."""
+        return self.acting_noise(batch_size)
+
+    def reference_chunk(self, obs: dict[str, Tensor], noise: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The base's chunk for the same observations (with their history) and the same noise,
+        without guidance: what value guidance changed."""
+        return self.adapter.sample(obs, noise)
 
     def acting_stats(self) -> dict[str, float]:
         """The guidance components of the last acting decode (see `last_guidance_stats`)."""

@@ -6,7 +6,8 @@ A user error is one the user fixes by changing an input (a flag, a path, a check
   `CheckpointError`, `UnsupportedBasePolicyError`, ...);
 * a ValueError / FileNotFoundError / FileExistsError raised inside a `user_input()` block, which
   wraps our validation of the command line and nothing else;
-* an error of config parsing (draccus), with the config's own message rather than draccus' summary.
+* an error of config parsing (draccus), with the config's own message rather than draccus' summary
+  (our configs raise `config_error.ConfigError`, a draccus ParsingError, for the same reason).
 
 Everything else is a bug and keeps its traceback. `run_command` applies this to an entry point;
 every console script of the package calls it. Signals keep their own exit codes (128 + signal).

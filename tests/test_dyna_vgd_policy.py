@@ -23,6 +23,7 @@ from torch import nn
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 from lerobot.rl.algorithms.factory import make_algorithm
 
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy, make_dyna_vgd_pre_post_processors
 from lerobot_steer.rl.dyna_vgd_algorithm import DynaVGDAlgorithmConfig
 from lerobot_steer.steering import BasePolicyAdapter
@@ -303,7 +304,7 @@ def test_dataset_without_reward_fails_naming_reward_from_success(diffusion_base)
 
 
 def test_guidance_mode_typo_is_refused_naming_the_flag():
-    with pytest.raises(ValueError, match="guidance_mode"):
+    with pytest.raises(ConfigError, match="guidance_mode"):
         DynaVGDConfig(guidance_mode="adaptive")
 
 
@@ -476,5 +477,5 @@ def test_bc_checkpoint_holds_the_base_in_model_safetensors_and_reloads_identical
 
 def test_bc_mode_refuses_a_base_checkpoint_naming_both_flags(diffusion_base):
     config = DynaVGDConfig(base_policy_path=str(diffusion_base), base_mode="bc", **SMALL)
-    with pytest.raises(ValueError, match="base_policy_path.*base_mode=frozen"):
+    with pytest.raises(ConfigError, match="base_policy_path.*base_mode=frozen"):
         config.observation_delta_indices  # noqa: B018  (what lerobot-train asks first)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.sim.expert import ScriptedExpert
 from lerobot_steer.sim.model import scene_path
 from lerobot_steer.sim.pick_place_env import (
@@ -99,7 +100,7 @@ def test_out_of_range_actions_are_clipped_and_reported():
     ],
 )
 def test_bad_config_values_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ConfigError, match=field):
         PickPlaceConfig(**kwargs)
 
 
@@ -216,5 +217,5 @@ def test_camera_multisampling_is_an_option_that_only_softens_edges():
         env.close()
     diff = np.abs(frames[0] - frames[4])
     assert 0 < diff.mean() < 3.0  # edges differ, the picture does not
-    with pytest.raises(ValueError, match="camera_multisamples=32"):
+    with pytest.raises(ConfigError, match="camera_multisamples=32"):
         SO101PickPlaceEnv(obs_type="pixels", camera_multisamples=32)

@@ -43,6 +43,7 @@ from helpers_bases import one_thread  # noqa: F401  (autouse: one torch thread i
 from safetensors.torch import load_file
 
 from lerobot_steer.cli_errors import run_command, user_input
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.evaluation.cli import main as eval_main
 from lerobot_steer.evaluation.loading import load_policy_config
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy
@@ -183,7 +184,7 @@ dsrl, vgd, env, run = _built(DSRLConfig), _built(DynaVGDConfig), _built(SO101Sim
     (run, dict(eval=OnlineEvalConfig(batch_size=0)), "--eval.batch_size=0"),
 ])
 def test_out_of_range_numbers_name_the_flag_value_and_range(tmp_path, make, kwargs, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ConfigError) as error:  # not a ValueError: draccus would hide the message
         make(tmp_path, **kwargs)
     assert message in str(error.value)
 
@@ -206,6 +207,25 @@ def test_the_command_line_shows_the_range_error_itself(tmp_path, monkeypatch, ca
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--policy.type=dsrl", "--policy.variant=td3"], "--policy.variant='td3' is not one of ('na', 'sac')"),
+    (["--policy.type=dyna_vgd", "--policy.guidance_mode=adaptive"], "--policy.guidance_mode='adaptive' is not one of"),
+    (["--policy.type=dsrl", "--policy.discount=1.5"], "--policy.discount=1.5 is out of range; allowed: (0, 1]"),
+])
+def test_lerobot_train_shows_our_config_message(monkeypatch, capsys, flags, message):
+    """LeRobot's own CLI prints only draccus' text for a config it could not build: our configs raise a
+    `ConfigError` (a draccus ParsingError), whose message draccus prints, not a ValueError it would hide
+    behind "Couldn't instantiate class DSRLConfig"."""
+    from lerobot.scripts import lerobot_train
+
+    monkeypatch.setattr(sys, "argv", ["lerobot-train", *flags, "--dataset.repo_id=local/none"])
+    with pytest.raises(SystemExit) as exit_:
+        lerobot_train.main()
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Couldn't instantiate" not in err
 
 
 # ----------------------------------------------------------------------- 3. damaged checkpoints

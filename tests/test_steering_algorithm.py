@@ -14,6 +14,7 @@ from helpers_bases import batch_maker, diffusion_base, one_thread  # noqa: F401 
 
 from lerobot.rl.algorithms.factory import make_algorithm
 
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy
 from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy
 from lerobot_steer.rl.dsrl_algorithm import DSRLAlgorithmConfig
@@ -136,5 +137,5 @@ def test_the_policy_config_holds_the_one_clip_for_offline_and_online():
     assert not hasattr(DSRLAlgorithmConfig(), "grad_clip_norm")  # no second, algorithm-side clip
     assert not hasattr(DynaVGDAlgorithmConfig(), "grad_clip_norm")
     assert not hasattr(DSRLAlgorithmConfig(), "utd_ratio")  # the only utd is lerobot-steer-rl's --utd_ratio
-    with pytest.raises(ValueError, match="--policy.grad_clip_norm"):
+    with pytest.raises(ConfigError, match="--policy.grad_clip_norm"):
         DSRLConfig(grad_clip_norm=-1.0)

@@ -19,6 +19,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs.configs import EnvConfig
 from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, check_fields
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
 from lerobot_steer.steering.base_adapter import load_checkpoint_config
@@ -102,19 +103,19 @@ class SteerRLConfig:
             self.policy = load_checkpoint_config(policy_path, cli_overrides=overrides)
             self.policy.pretrained_path = Path(policy_path)
         if self.policy is None:
-            raise ValueError(
+            raise ConfigError(
                 "no policy: pass --policy.type=dsrl (or dyna_vgd) --policy.base_policy_path=<base checkpoint>, "
                 "or --policy.path=<a dsrl/dyna_vgd checkpoint> to continue from it"
             )
         if self.policy.type not in STEERING_TYPES:
-            raise ValueError(
+            raise ConfigError(
                 f"--policy.type={self.policy.type}: lerobot-steer-rl fine-tunes {STEERING_TYPES}; to fine-tune a "
                 f"{self.policy.type} policy, steer it: --policy.type=dsrl --policy.base_policy_path=<its checkpoint>"
             )
         if self.algorithm is None:
             self.algorithm = RLAlgorithmConfig.get_choice_class(self.policy.type)()
         elif self.algorithm.type != self.policy.type:
-            raise ValueError(f"--algorithm.type={self.algorithm.type} does not train a {self.policy.type} policy: "
+            raise ConfigError(f"--algorithm.type={self.algorithm.type} does not train a {self.policy.type} policy: "
                              f"use --algorithm.type={self.policy.type}")
         if self.policy.type == "dsrl":
             self.policy.resolve_variant("sac")  # online: the variant whose updates need no base decode
@@ -125,7 +126,7 @@ class SteerRLConfig:
             self.job_name = f"{self.env.type}_{self.policy.type}"
         if self.output_dir is None:
             if self.resume:
-                raise ValueError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
+                raise ConfigError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
             now = dt.datetime.now()
             self.output_dir = Path("outputs/rl") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}_{self.job_name}"
         self.output_dir = Path(self.output_dir)

@@ -22,6 +22,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.sim.model import load_scene
 from lerobot_steer.sim.units import (
     JOINT_LIMITS_LEROBOT,
@@ -101,33 +102,33 @@ class PickPlaceConfig:
         for name in ("block_x_range", "block_y_range", "block_yaw_range", "bowl_x_range", "bowl_y_range"):
             lo, hi = getattr(self, name)
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ValueError(f"--env.{name}={list(getattr(self, name))}: need finite (low, high) with low <= high, "
+                raise ConfigError(f"--env.{name}={list(getattr(self, name))}: need finite (low, high) with low <= high, "
                                  "e.g. [0.16,0.26].")
             setattr(self, name, (float(lo), float(hi)))
         if not (math.isfinite(self.home_noise_deg) and self.home_noise_deg >= 0):
-            raise ValueError(f"--env.home_noise_deg={self.home_noise_deg}: allowed [0, inf) (0: always the home pose).")
+            raise ConfigError(f"--env.home_noise_deg={self.home_noise_deg}: allowed [0, inf) (0: always the home pose).")
         if self.obs_type not in OBS_TYPES:
-            raise ValueError(f"obs_type='{self.obs_type}' is not one of {OBS_TYPES}.")
+            raise ConfigError(f"obs_type='{self.obs_type}' is not one of {OBS_TYPES}.")
         if self.reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type='{self.reward_type}' is not one of {REWARD_TYPES}.")
+            raise ConfigError(f"reward_type='{self.reward_type}' is not one of {REWARD_TYPES}.")
         unknown = [c for c in self.cameras if c not in CAMERAS]
         if unknown or (self.uses_pixels and not self.cameras):
-            raise ValueError(f"cameras={self.cameras}: choose one or more of {CAMERAS}.")
+            raise ConfigError(f"cameras={self.cameras}: choose one or more of {CAMERAS}.")
         if self.render_camera not in CAMERAS:
-            raise ValueError(f"render_camera='{self.render_camera}' is not one of {CAMERAS}.")
+            raise ConfigError(f"render_camera='{self.render_camera}' is not one of {CAMERAS}.")
         for name in ("image_height", "image_width", "render_height", "render_width", "fps", "physics_substeps",
                      "episode_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--env.{name}={getattr(self, name)} must be a positive integer (allowed: [1, inf)).")
+                raise ConfigError(f"--env.{name}={getattr(self, name)} must be a positive integer (allowed: [1, inf)).")
         if not 0 <= self.camera_multisamples <= 16:
-            raise ValueError(f"--env.camera_multisamples={self.camera_multisamples}: choose 0 (fastest) to 16 "
+            raise ConfigError(f"--env.camera_multisamples={self.camera_multisamples}: choose 0 (fastest) to 16 "
                              "(MuJoCo's default is 4).")
         for name in ("image_height", "render_height"):
             if getattr(self, name) > 480:
-                raise ValueError(f"--env.{name}={getattr(self, name)}: at most 480 (the scene's offscreen buffer).")
+                raise ConfigError(f"--env.{name}={getattr(self, name)}: at most 480 (the scene's offscreen buffer).")
         for name in ("image_width", "render_width"):
             if getattr(self, name) > 640:
-                raise ValueError(f"--env.{name}={getattr(self, name)}: at most 640 (the scene's offscreen buffer).")
+                raise ConfigError(f"--env.{name}={getattr(self, name)}: at most 640 (the scene's offscreen buffer).")
 
     @property
     def uses_pixels(self) -> bool:

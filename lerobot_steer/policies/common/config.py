@@ -21,6 +21,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.optim.optimizers import AdamConfig
 
 from lerobot_steer.cli_errors import mark_user_error
+from lerobot_steer.config_error import ConfigError
 
 EPISODE_ENDS = ("terminal", "truncated", "success")
 
@@ -122,7 +123,7 @@ class FrozenBaseConfig(PreTrainedConfig):
             check_choice(name, value, allowed)
         check_fields(self, self.number_ranges())
         if len(self.image_channels) != len(self.image_strides) or not self.image_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"--policy.image_channels={self.image_channels} and --policy.image_strides={self.image_strides} "
                 "must be non-empty lists of equal length (one stride per conv layer)"
             )
@@ -146,7 +147,7 @@ class FrozenBaseConfig(PreTrainedConfig):
         if self.n_action_steps is None:
             self.n_action_steps = n_action_steps
         if not 1 <= self.n_action_steps <= n_action_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"--policy.n_action_steps={self.n_action_steps}: the base executes at most {n_action_steps} steps per chunk"
             )
         self.n_obs_steps = n_obs_steps
@@ -154,8 +155,9 @@ class FrozenBaseConfig(PreTrainedConfig):
     def ensure_base_facts(self) -> None:
         """Read the base's config.json once, on first use; fail with an error naming the path.
 
-        Lazy rather than in __post_init__: draccus replaces errors raised while parsing the CLI with
-        "Couldn't instantiate class ...Config", which would hide the path.
+        Lazy rather than in __post_init__: draccus replaces a ValueError / TypeError (a missing or
+        damaged checkpoint) raised while parsing the CLI with "Couldn't instantiate class ...Config",
+        which would hide the path. Value checks raise `ConfigError`, which draccus shows as it is.
         """
         if self.base_type is not None:
             return
@@ -244,7 +246,7 @@ class FrozenBaseConfig(PreTrainedConfig):
 def check_choice(name: str, value, allowed) -> None:
     """Raise naming the CLI flag when a string option is not one of its choices."""
     if value not in allowed:
-        raise ValueError(f"--policy.{name}={value!r} is not one of {allowed}")
+        raise ConfigError(f"--policy.{name}={value!r} is not one of {allowed}")
 
 
 # ---------------------------------------------------------------------------------- number checks
@@ -296,7 +298,7 @@ def check_range(flag: str, value, allowed: Interval, *, optional: bool = False) 
     many = isinstance(value, (list, tuple))
     if any(v not in allowed for v in (value if many else [value])):
         what = "every entry must be in" if many else "allowed:"
-        raise ValueError(f"{flag}={value!r} is out of range; {what} {allowed}{' or null' if optional else ''}")
+        raise ConfigError(f"{flag}={value!r} is out of range; {what} {allowed}{' or null' if optional else ''}")
 
 
 def check_fields(config, ranges: dict[str, Interval], prefix: str = "--policy.") -> None:

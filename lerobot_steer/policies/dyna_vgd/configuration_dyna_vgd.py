@@ -21,6 +21,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.optim.optimizers import AdamConfig
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
+from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.common.config import (
     COUNT,
     FRACTION,
@@ -121,7 +122,7 @@ class DynaVGDConfig(FrozenBaseConfig):
         check_choice("guidance_anneal", self.guidance_anneal, ANNEALS)
         check_choice("acting_noise", self.acting_noise, ("gaussian", "tanh_gaussian"))
         if not self.weight_min <= self.weight_max:
-            raise ValueError(f"--policy.weight_min={self.weight_min} exceeds --policy.weight_max={self.weight_max}: "
+            raise ConfigError(f"--policy.weight_min={self.weight_min} exceeds --policy.weight_max={self.weight_max}: "
                              "the guidance weight is clamped to [weight_min, weight_max]")
         if self.trains_base:
             self.diffusion.device = self.device
@@ -143,13 +144,13 @@ class DynaVGDConfig(FrozenBaseConfig):
     def check_base_mode(self) -> None:
         """bc mode trains its own base: a base checkpoint as well would be ambiguous."""
         if self.trains_base and self.base_policy_path is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"--policy.base_mode=bc trains its own diffusion base, so --policy.base_policy_path="
                 f"{self.base_policy_path} has no meaning there: drop it (and set the base with "
                 "--policy.diffusion.<field>=...), or pass --policy.base_mode=frozen to steer that checkpoint"
             )
         if not self.trains_base and self.train_critic is False:
-            raise ValueError(
+            raise ConfigError(
                 "--policy.train_critic=false with --policy.base_mode=frozen leaves nothing to train: the frozen "
                 "base never changes and the critics are the only trained part"
             )
@@ -167,7 +168,7 @@ class DynaVGDConfig(FrozenBaseConfig):
         if self.trains_base and self.base_type is None:
             d = self.diffusion
             if d.n_action_steps > d.horizon - d.n_obs_steps + 1:
-                raise ValueError(
+                raise ConfigError(
                     f"--policy.diffusion.n_action_steps={d.n_action_steps} must be <= horizon - n_obs_steps + 1 = "
                     f"{d.horizon - d.n_obs_steps + 1} (LeRobot's diffusion executes actions from the current step)"
                 )

@@ -30,7 +30,7 @@ from lerobot_steer.steering.tiny_bases import (
 __all__ = [
     "ACTION", "CAMERA", "ENV", "STATE", "TOKENS", "TOKEN_MASK", "batch_maker", "offline_vla_builds", "save_base",
     "stats_for", "tiny_diffusion", "tiny_vla", "one_thread", "vla_builds", "diffusion_base", "diffusion_dataset_meta",
-    "tiny_adapter",
+    "tiny_adapter", "write_success_dataset",
 ]
 
 
@@ -79,3 +79,22 @@ def diffusion_dataset_meta() -> types.SimpleNamespace:
         ENV: {"dtype": "float32", "shape": (3,), "names": None},
         ACTION: {"dtype": "float32", "shape": (2,), "names": None},
     })
+
+
+def write_success_dataset(root, repo_id: str, frames_per_episode: int, outcomes=(True, False, True)):
+    """A LeRobot dataset written by LeRobot's own writer, one episode per outcome, `next.success` true
+    on the last frame of the successful ones; returns its metadata."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+    features = {"observation.state": {"dtype": "float32", "shape": (2,), "names": None},
+                "action": {"dtype": "float32", "shape": (2,), "names": None},
+                "next.success": {"dtype": "bool", "shape": (1,), "names": None}}
+    ds = LeRobotDataset.create(repo_id, fps=30, root=root, features=features, use_videos=False)
+    last = frames_per_episode - 1
+    for outcome in outcomes:
+        for t in range(frames_per_episode):
+            ds.add_frame({"observation.state": torch.zeros(2).numpy(), "action": torch.zeros(2).numpy(),
+                          "next.success": torch.tensor([outcome and t == last]).numpy(), "task": "t"})
+        ds.save_episode()
+    ds.finalize()
+    return LeRobotDatasetMetadata(repo_id, root=root)

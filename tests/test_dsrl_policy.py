@@ -348,21 +348,11 @@ def test_a_batch_from_another_dataset_is_refused_instead_of_clamped_to_its_episo
 def test_episode_success_is_read_from_the_recorded_frames_of_a_real_dataset(tmp_path):
     """LeRobot 0.6.1's loaded episode metadata has no per-episode stats columns: reading success from
     them made every episode a success under --policy.reward_from_success. It comes from the frames."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+    from helpers_bases import write_success_dataset
 
     from lerobot_steer.policies.common.frozen_base import episode_success
 
-    features = {"observation.state": {"dtype": "float32", "shape": (2,), "names": None},
-                "action": {"dtype": "float32", "shape": (2,), "names": None},
-                "next.success": {"dtype": "bool", "shape": (1,), "names": None}}
-    ds = LeRobotDataset.create("local/success_test", fps=30, root=tmp_path / "ds", features=features, use_videos=False)
-    for outcome in (True, False, True):
-        for t in range(4):
-            ds.add_frame({"observation.state": torch.zeros(2).numpy(), "action": torch.zeros(2).numpy(),
-                          "next.success": torch.tensor([outcome and t == 3]).numpy(), "task": "t"})
-        ds.save_episode()
-    ds.finalize()
-    meta = LeRobotDatasetMetadata("local/success_test", root=tmp_path / "ds")
+    meta = write_success_dataset(tmp_path / "ds", "local/success_test", frames_per_episode=4)
     assert episode_success(meta).tolist() == [True, False, True]
 
 

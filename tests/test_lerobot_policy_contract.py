@@ -84,6 +84,14 @@ def _with_dataset_features(config: PreTrainedConfig, dataset_meta) -> PreTrained
     return config
 
 
+def _built_policy(variant: str, base_checkpoint, dataset_meta) -> tuple[type[PreTrainedPolicy], PreTrainedPolicy]:
+    """The variant's class, found by name as LeRobot finds it, and a policy built from its config with
+    the dataset's features."""
+    name, _ = VARIANTS[variant]
+    policy_cls = get_policy_class(name)
+    return policy_cls, policy_cls(_with_dataset_features(_policy_config(variant, base_checkpoint), dataset_meta))
+
+
 def _assert_same_weights(policy, loaded):
     torch.testing.assert_close(list(policy.parameters()), list(loaded.parameters()), rtol=0, atol=0)
     state, loaded_state = policy.state_dict(), loaded.state_dict()
@@ -141,10 +149,8 @@ def test_multikey_construction(name, multikey):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_save_and_load_pretrained(variant, base_checkpoint, dataset_meta, tmp_path):
-    name, _ = VARIANTS[variant]
-    policy_cls = get_policy_class(name)
-    config = _with_dataset_features(_policy_config(variant, base_checkpoint), dataset_meta)
-    policy = policy_cls(config)
+    policy_cls, policy = _built_policy(variant, base_checkpoint, dataset_meta)
+    config = policy.config
     policy.to(config.device)
     save_dir = tmp_path / f"test_save_and_load_pretrained_{policy_cls.__name__}"
     policy.save_pretrained(save_dir)
@@ -162,10 +168,8 @@ def test_save_pretrained_with_state_dict(variant, base_checkpoint, dataset_meta,
     """The FSDP checkpoint path: save_pretrained with a pre-gathered state dict, one unsharded file."""
     from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 
-    name, _ = VARIANTS[variant]
-    policy_cls = get_policy_class(name)
-    config = _with_dataset_features(_policy_config(variant, base_checkpoint), dataset_meta)
-    policy = policy_cls(config)
+    policy_cls, policy = _built_policy(variant, base_checkpoint, dataset_meta)
+    config = policy.config
     save_dir = tmp_path / "fsdp_state_dict"
     policy.save_pretrained(save_dir, state_dict=policy.state_dict())
     assert (save_dir / SAFETENSORS_SINGLE_FILE).is_file()

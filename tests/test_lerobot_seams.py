@@ -335,19 +335,9 @@ def test_generated_dataset_columns_are_the_ones_the_chunk_mdp_reads(column):
 @pytest.fixture
 def success_dataset(tmp_path):
     """A LeRobot dataset written by LeRobot's own writer: episodes 0 and 2 succeed, 1 does not."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+    from helpers_bases import write_success_dataset
 
-    features = {"observation.state": {"dtype": "float32", "shape": (2,), "names": None},
-                "action": {"dtype": "float32", "shape": (2,), "names": None},
-                "next.success": {"dtype": "bool", "shape": (1,), "names": None}}
-    ds = LeRobotDataset.create("local/seam_success", fps=30, root=tmp_path / "ds", features=features, use_videos=False)
-    for outcome in (True, False, True):
-        for t in range(3):
-            ds.add_frame({"observation.state": torch.zeros(2).numpy(), "action": torch.zeros(2).numpy(),
-                          "next.success": torch.tensor([outcome and t == 2]).numpy(), "task": "t"})
-        ds.save_episode()
-    ds.finalize()
-    return LeRobotDatasetMetadata("local/seam_success", root=tmp_path / "ds")
+    return write_success_dataset(tmp_path / "ds", "local/seam_success", frames_per_episode=3)
 
 
 def test_dataset_files_hold_the_columns_episode_success_reads(success_dataset):

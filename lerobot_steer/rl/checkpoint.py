@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR, LAST = "checkpoints", "last"
 ALGORITHM_DIR, TRAINING_STATE_DIR = "algorithm", "training_state"
 BUFFER_FILE = "replay_buffer.safetensors"
+OFFLINE_SAMPLER_FILE = "offline_sampler.safetensors"
 COUNTERS_FILE = "training_step.json"
 # What a resume reads besides the optimizer folders (checked against the algorithm's optimizers on load).
 REQUIRED_FILES = (
@@ -196,7 +197,7 @@ def _nested_obs(flat: dict[str, torch.Tensor], prefix: str) -> dict[str, Any]:
 
 
 def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, algorithm, buffer: ChunkReplayBuffer,
-                    collector, actor, counters: dict[str, Any]) -> Path:
+                    collector, actor, counters: dict[str, Any], offline: ChunkReplayBuffer | None = None) -> Path:
     """Write the whole run state for `counters["env_steps"]` (atomically) and point `last` at it.
     Refused, before anything is written, when a trained weight is not finite."""
     check_finite_weights(policy, algorithm, counters["env_steps"])
@@ -217,6 +218,9 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
     save_optimizer_state(algorithm.get_optimizers(), state_dir)
     save_rng_state(state_dir)
     buffer.save(state_dir / BUFFER_FILE)
+    if offline is not None:  # its rows are re-read from the dataset on resume; its sampling stream is not
+        save_file({"rng_state": offline.generator.get_state(), "size": torch.tensor(len(offline))},
+                  str(state_dir / OFFLINE_SAMPLER_FILE))
     collector_state = collector.state_dict()
     flat: dict[str, torch.Tensor] = {}
     _flat_obs("obs/", collector_state["obs"], flat)
@@ -235,6 +239,17 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
     _point_last(final)
     _prune_buffers(final)
     return final
+
+
+def _restore_offline_sampler(offline: ChunkReplayBuffer, path: Path) -> None:
+    """The offline buffer's sampling RNG as saved, after checking it holds the rows it held then."""
+    if not path.is_file():
+        raise CorruptCheckpoint(f"{path}: missing (the run mixed offline data; resume it with the same --dataset.*)")
+    saved = load_file(str(path))
+    if int(saved["size"]) != len(offline):
+        raise ValueError(f"the offline dataset now gives {len(offline)} chunk transitions, the run was trained with "
+                         f"{int(saved['size'])}: resume with the dataset (and --dataset.episodes) it used")
+    offline.generator.set_state(saved["rng_state"].clone())
 
 
 def check_finite_weights(policy, algorithm, env_steps: int) -> None:
@@ -279,8 +294,10 @@ def _point_last(target: Path) -> None:
     os.replace(tmp_link, link)
 
 
-def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayBuffer, collector, actor) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy)."""
+def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayBuffer, collector, actor,
+                        offline: ChunkReplayBuffer | None = None) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy).
+    `offline`: the run's offline data, already re-read from its dataset; its sampling stream is restored."""
     algo_file, state_dir = folder / ALGORITHM_DIR / "model.safetensors", folder / TRAINING_STATE_DIR
     problems = checkpoint_problems(folder)
     problems += [f"{state_dir / name}: missing (optimizer state)" for name in algorithm.get_optimizers()
@@ -290,6 +307,8 @@ def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayB
     algorithm.load_state_dict(load_file(str(algo_file)), device=policy.config.device)
     load_optimizer_state(algorithm.get_optimizers(), state_dir)
     buffer.load_state_dict(load_file(str(state_dir / BUFFER_FILE)))
+    if offline is not None:
+        _restore_offline_sampler(offline, state_dir / OFFLINE_SAMPLER_FILE)
     flat = load_file(str(state_dir / "collector.safetensors"))
     collector.load_state_dict({
         "obs": _nested_obs(flat, "obs/"),

@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lerobot.configs import parser
-from lerobot.configs.default import WandBConfig
+from lerobot.configs.default import DatasetConfig, WandBConfig
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs.configs import EnvConfig
 from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 
 from lerobot_steer.config_error import ConfigError
-from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, check_fields
+from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, Interval, check_fields
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
 from lerobot_steer.steering.base_adapter import load_checkpoint_config
 
 TRAIN_CONFIG_NAME = "train_config.json"
 STEERING_TYPES = ("dsrl", "dyna_vgd")
+RATIO = Interval(0, 1)
 
 
 def _state_sim() -> SO101SimEnvConfig:
@@ -71,6 +72,12 @@ class SteerRLConfig:
         0.25, whose every gradient step decodes the base (twice for NA) and would otherwise cap a
         CPU run at a few env steps per second.
     batch_size / buffer_capacity: replay batch size and capacity (in chunk transitions).
+    dataset: offline data mixed into every update batch (`--dataset.repo_id=... --dataset.root=...`,
+        LeRobot's dataset options), e.g. the demonstrations the base was trained on. Its chunks are
+        read once into a second buffer (`rl/offline_data.py`). Learners of recorded actions only:
+        DSRL-NA (chosen when --policy.variant is not given) and dyna_vgd; DSRL-SAC refuses it.
+    online_ratio: the share of each update batch drawn from the online buffer when a dataset is given
+        (RLPD's symmetric sampling: 0.5).
     save_freq / log_freq: in env steps. Checkpoints land in `output_dir/checkpoints/<env step>/`.
     """
 
@@ -84,6 +91,8 @@ class SteerRLConfig:
     utd_ratio: float | None = None
     batch_size: int = 256
     buffer_capacity: int = 100_000
+    dataset: DatasetConfig | None = None
+    online_ratio: float = 0.5
     eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig)
     save_freq: int = 5_000
     log_freq: int = 1_000
@@ -118,7 +127,14 @@ class SteerRLConfig:
             raise ConfigError(f"--algorithm.type={self.algorithm.type} does not train a {self.policy.type} policy: "
                              f"use --algorithm.type={self.policy.type}")
         if self.policy.type == "dsrl":
-            self.policy.resolve_variant("sac")  # online: the variant whose updates need no base decode
+            # online: the variant whose updates need no base decode, unless recorded actions join in
+            self.policy.resolve_variant("na" if self.dataset is not None else "sac")
+            if self.dataset is not None and self.policy.variant == "sac":
+                raise ConfigError(
+                    f"--dataset.repo_id={self.dataset.repo_id} with --policy.variant=sac: DSRL-SAC's critic learns "
+                    "from the noise that produced each chunk, which recorded actions do not have. Use "
+                    "--policy.variant=na (its action critic learns from recorded chunks) or drop --dataset.*"
+                )
         if self.utd_ratio is None:
             self.utd_ratio = default_utd_ratio(self.policy)
         self.check_numbers()
@@ -141,7 +157,7 @@ class SteerRLConfig:
         "only at the end"."""
         check_fields(self, {"n_envs": COUNT, "steps": COUNT, "prefill_steps": NON_NEGATIVE, "utd_ratio": POSITIVE,
                             "batch_size": COUNT, "buffer_capacity": COUNT, "save_freq": NON_NEGATIVE,
-                            "log_freq": NON_NEGATIVE, "seed": NON_NEGATIVE}, prefix="--")
+                            "log_freq": NON_NEGATIVE, "seed": NON_NEGATIVE, "online_ratio": RATIO}, prefix="--")
         check_fields(self.eval, {"freq": NON_NEGATIVE, "n_episodes": NON_NEGATIVE, "batch_size": COUNT,
                                  "seed": NON_NEGATIVE}, prefix="--eval.")
         if hasattr(self.algorithm, "grad_steps_per_update"):

@@ -124,7 +124,12 @@ class ChunkReplayBuffer:
             f"{INFO}.n_steps": to_numpy(batch.n_steps).astype(np.int64),
             **{f"{INFO}.{k}": to_numpy(v) for k, v in batch.extras.items()},
         }
-        n = len(batch)
+        self.add_columns(columns)
+
+    def add_columns(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Append rows given as flat storage columns ("state.<key>", "action", "complementary_info.<key>",
+        ...): what `add` writes for collected chunks, and what offline data is loaded as."""
+        n = len(next(iter(columns.values())))
         if not self.storage:
             self.storage = {
                 name: torch.zeros((self.capacity, *v.shape[1:]), dtype=_storage_dtype(v)) for name, v in columns.items()
@@ -140,6 +145,19 @@ class ChunkReplayBuffer:
             target[rows] = torch.as_tensor(np.asarray(value[n - keep :]), dtype=target.dtype)
         self.position = (self.position + keep) % self.capacity
         self.size = min(self.size + keep, self.capacity)
+
+    def add_missing_columns(self, like: ChunkReplayBuffer, fill: float = float("nan")) -> list[str]:
+        """Give this buffer every column of `like` that it lacks, filled with `fill` (returns their names).
+
+        LeRobot's `concatenate_batch_transitions` (the mixer's join) expects both sides to carry the same
+        `complementary_info` keys; offline rows have no record of what the policy's acting side adds
+        (e.g. DSRL's noise), so those columns are NaN there: a learner that read them would fail loudly."""
+        added = [name for name in like.storage if name not in self.storage]
+        for name in added:
+            source = like.storage[name]
+            dtype = source.dtype if source.is_floating_point() else torch.float32
+            self.storage[name] = torch.full((self.capacity, *source.shape[1:]), fill, dtype=dtype)
+        return added
 
     # ----------------------------------------------------------------------------------- sampling
 

@@ -9,7 +9,7 @@ LeRobot 0.6.1 parts used as they are: the policy types and their processors (`ma
 `make_pre_post_processors`), the env (`EnvConfig.create_envs`, `preprocess_observation`, env
 processors), the `RLAlgorithm` contract and `make_algorithm`, `RLTrainer` (which draws batches through
 the algorithm's data iterator and normalizes observations with the policy's preprocessor),
-`OnlineOfflineMixer`, the learner's checkpoint layout, optimizer and RNG state I/O. Replaced, because
+`OnlineOfflineMixer` (offline data, `--dataset.*`), the learner's checkpoint layout, optimizer and RNG state I/O. Replaced, because
 LeRobot's actor/learner are single-step, single-env and SAC-shaped: the chunk-level collector
 (`chunk_rollout.py`), the uint8 chunk buffer (`replay_buffer.py`), the acting side (`acting.py`) and
 the exact-resume checkpoints (`checkpoint.py`). Run `lerobot-steer-rl --help` for every flag.
@@ -63,6 +63,7 @@ from .chunk_rollout import ChunkCollector
 from .config import SteerRLConfig
 from .hub import push_policy, push_requested
 from .metrics_log import MetricsLog, console_line
+from .offline_data import load_offline_buffer, mixed_with_offline
 from .replay_buffer import ChunkReplayBuffer
 from .run_guard import RunInterrupted, RunLock, StopSignals, stop_signals_ignored
 
@@ -213,10 +214,15 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
 
     counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0,
                                 "wall_s": 0.0}
+    offline = None
     try:
+        if cfg.dataset is not None:
+            with user_input(ValueError, FileNotFoundError):  # a dataset the policy cannot learn from
+                offline = load_offline_buffer(cfg.dataset, policy, preprocessor, seed=cfg.seed + 1, progress=cfg.progress,
+                                              cut_at_success=getattr(cfg.env, "terminate_on_success", False))
         if resume_from is not None:
             counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
-                                                collector=collector, actor=actor))
+                                                collector=collector, actor=actor, offline=offline))
             logger.info("Resuming %s from env step %d (%d updates, %d transitions in the buffer)",
                         cfg.output_dir, counters["env_steps"], counters["updates"], len(buffer))
         else:
@@ -270,6 +276,9 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
             if counters["env_steps"] >= cfg.prefill_steps and len(buffer) >= min(cfg.batch_size, cfg.buffer_capacity):
                 counters["update_debt"] += cfg.utd_ratio * len(batch)
                 with timers.time("updates"):
+                    if offline is not None and trainer.data_mixer.offline_buffer is None:
+                        with user_input(ValueError):
+                            trainer.set_data_mixer(mixed_with_offline(buffer, offline, cfg.online_ratio))
                     while counters["update_debt"] >= steps_per_update:
                         stats = trainer.training_step()
                         check_finite_losses(stats.losses, cfg, counters)
@@ -311,7 +320,7 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
                 with timers.time("other"):
                     path = save_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
                                            algorithm=algorithm, buffer=buffer, collector=collector, actor=actor,
-                                           counters={**counters, "recent_episodes": list(recent)})
+                                           counters={**counters, "recent_episodes": list(recent)}, offline=offline)
                 say(f"checkpoint: {path}")
             if stop.requested and not done:
                 raise RunInterrupted(interrupted_message(cfg, stop.signum, now, path), stop.signum)

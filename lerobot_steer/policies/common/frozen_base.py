@@ -127,6 +127,13 @@ class FrozenBasePolicyMixin:
 
     # ------------------------------------------------------------------------------ base binding
 
+    def bind_offline_dataset(self, dataset_meta) -> None:
+        """A policy built for an env that will also learn from a dataset (lerobot-steer-rl
+        --dataset.*): the dataset is checked as lerobot-train checks it, and its per-episode success
+        record is read (for `reward_from_success` and `episode_end=success`)."""
+        self._check_dataset(dataset_meta)
+        self._episode_success = episode_success(dataset_meta)
+
     def _check_dataset(self, dataset_meta) -> None:
         """Refuse a training dataset the method cannot learn from (subclasses add their checks)."""
         config = self.config
@@ -505,5 +512,5 @@ def episode_success(dataset_meta) -> Tensor | None:
         success.append(torch.as_tensor(table.column("next.success").to_numpy(zero_copy_only=False)).reshape(-1).bool())
     episodes, success = torch.cat(episodes), torch.cat(success)
     table = torch.zeros(int(episodes.max()) + 1)
-    table.index_reduce_(0, episodes, success.float(), "amax")
+    table.scatter_reduce_(0, episodes, success.float(), "amax")
     return table.bool()

@@ -15,6 +15,24 @@ from lerobot_steer.sim.generate import GenerateConfig, generate
 from lerobot_steer.sim.pick_place_env import PickPlaceConfig
 
 
+@pytest.fixture(scope="session", autouse=True)
+def contained_tempfiles(tmp_path_factory):
+    """Temporary files of this process and of the CLIs it starts go to a pytest folder (pruned with the
+    old test runs): LeRobot's `PreTrainedConfig.from_pretrained` writes a /tmp/tmp*.json per config load
+    and never deletes it (NamedTemporaryFile(delete=False)), ~2,000 per test run."""
+    import tempfile
+
+    folder = str(tmp_path_factory.mktemp("tempfiles"))
+    saved_dir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
+    yield folder
+    tempfile.tempdir = saved_dir
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
+
+
 @pytest.fixture(scope="session")
 def state_dataset(tmp_path_factory):
     """Six expert episodes with state observations (joints + privileged block/bowl poses)."""

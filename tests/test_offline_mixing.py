@@ -134,3 +134,14 @@ def test_dsrl_sac_refuses_a_dataset_naming_the_variant(state_checkpoint, state_d
     last = log.strip().splitlines()[-1]  # one line, not our traceback (LeRobot logs torchcodec's own here)
     assert result.returncode == 2 and last.startswith("error:") and "--policy.variant=na" in last
     assert not (tmp_path / "sac").exists()
+
+
+def test_dyna_vgd_trains_its_critic_on_mixed_batches(state_checkpoint, state_dataset, tmp_path):
+    root, _ = state_dataset
+    out = tmp_path / "vgd"
+    run_cli([BIN / "lerobot-steer-rl", "--policy.type=dyna_vgd", f"--policy.base_policy_path={state_checkpoint}", *FAST,
+             "--dataset.repo_id=local/so101_state", f"--dataset.root={root}", "--dataset.video_backend=pyav",
+             "--eval.n_episodes=0", "--steps=64", "--log_freq=64", "--save_freq=64", f"--output_dir={out}"], cwd=tmp_path)
+    (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["updates"] > 0 and np.isfinite(row["critic_loss"])
+    assert (out / "checkpoints" / "last" / "training_state" / "offline_sampler.safetensors").is_file()

@@ -145,3 +145,28 @@ def test_dyna_vgd_trains_its_critic_on_mixed_batches(state_checkpoint, state_dat
     (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["updates"] > 0 and np.isfinite(row["critic_loss"])
     assert (out / "checkpoints" / "last" / "training_state" / "offline_sampler.safetensors").is_file()
+
+
+def test_a_dataset_folder_that_is_not_a_dataset_is_named_before_any_work(state_checkpoint, tmp_path):
+    from lerobot_steer.config_error import ConfigError
+    from lerobot_steer.policies.dsrl import DSRLConfig
+    from lerobot_steer.rl.config import SteerRLConfig
+
+    for root, why in ((tmp_path / "missing", "does not exist"), (tmp_path, "has no meta/info.json")):
+        cfg = SteerRLConfig(policy=DSRLConfig(base_policy_path=str(state_checkpoint)), output_dir=tmp_path / "run",
+                            dataset=DatasetConfig(repo_id="local/x", root=str(root), video_backend="pyav"))
+        with pytest.raises(ConfigError, match=why):
+            cfg.validate()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_with_other_observations_is_refused_before_the_prefill(state_checkpoint, pixel_dataset, tmp_path):
+    """Cameras in the dataset, none in the (state) env: the batch halves could not be joined."""
+    root, _ = pixel_dataset
+    out = tmp_path / "run"
+    result = run_cli([BIN / "lerobot-steer-rl", "--policy.type=dsrl", f"--policy.base_policy_path={state_checkpoint}",
+                      *FAST, "--dataset.repo_id=local/so101_pixels", f"--dataset.root={root}",
+                      "--dataset.video_backend=pyav", "--steps=64", f"--output_dir={out}"], cwd=tmp_path, ok=False)
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert result.returncode == 2 and "observation.images.front" in last and "--env.obs_type" in last
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()

@@ -135,6 +135,8 @@ class SteerRLConfig:
                     "from the noise that produced each chunk, which recorded actions do not have. Use "
                     "--policy.variant=na (its action critic learns from recorded chunks) or drop --dataset.*"
                 )
+        if self.dataset is not None:
+            check_local_dataset(self.dataset)
         if self.utd_ratio is None:
             self.utd_ratio = default_utd_ratio(self.policy)
         self.check_numbers()
@@ -167,6 +169,18 @@ class SteerRLConfig:
     def __get_path_fields__(cls) -> list[str]:
         """`--policy.path` is resolved in validate() (LeRobot's parser filters it out first)."""
         return ["policy"]
+
+
+def check_local_dataset(dataset: DatasetConfig) -> None:
+    """A `--dataset.root` that is not a LeRobot dataset is named before any work (otherwise LeRobot
+    takes it for a Hub id and, offline, fails with a traceback about the Hub)."""
+    if dataset.root is None:
+        return
+    info = Path(dataset.root) / "meta" / "info.json"
+    if not info.is_file():
+        what = "does not exist" if not Path(dataset.root).exists() else "has no meta/info.json (not a LeRobot dataset)"
+        raise ConfigError(f"--dataset.root={dataset.root} {what}: pass the folder of a LeRobot dataset "
+                          "(e.g. one written by lerobot-steer-generate or lerobot-record)")
 
 
 def default_utd_ratio(policy: PreTrainedConfig) -> float:

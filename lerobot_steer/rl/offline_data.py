@@ -168,6 +168,18 @@ def _reaches_episode_end(batch: dict, config) -> torch.Tensor:
     raise ValueError("the dataset batch has no '<observation>_is_pad' masks: build it with the policy's delta indices")
 
 
+def check_offline_observations(offline: ChunkReplayBuffer, env_keys: set[str]) -> None:
+    """The dataset's observation keys must be the env's (LeRobot names), or the two halves of a batch
+    could not be joined: refused before the prefill, naming the keys on each side."""
+    dataset_keys = {k.split(".", 1)[1] for k in offline.storage if k.startswith(f"{STATE}.")}
+    if dataset_keys != env_keys:
+        raise ValueError(
+            f"--dataset.*: the dataset's observations {sorted(dataset_keys)} are not the env's {sorted(env_keys)} "
+            f"(only in the dataset: {sorted(dataset_keys - env_keys)}, only in the env: {sorted(env_keys - dataset_keys)}): "
+            "mix a dataset recorded with the env's observations (the same --env.obs_type and cameras)"
+        )
+
+
 def mixed_with_offline(online: ChunkReplayBuffer, offline: ChunkReplayBuffer, online_ratio: float):
     """LeRobot's `OnlineOfflineMixer` over both buffers, once the online one holds data (its columns
     are known then). Refuses offline rows that do not fit the online ones (another observation key or
@@ -176,15 +188,7 @@ def mixed_with_offline(online: ChunkReplayBuffer, offline: ChunkReplayBuffer, on
 
     if not online.storage:
         raise RuntimeError("mix offline data only once the online buffer holds transitions")
-    observed = (f"{STATE}.", f"{NEXT_STATE}.")
-    online_obs = {k for k in online.storage if k.startswith(observed)}
-    offline_obs = {k for k in offline.storage if k.startswith(observed)}
-    if online_obs != offline_obs:
-        raise ValueError(
-            f"the offline dataset's observations {sorted(offline_obs - online_obs) or ''} / the env's "
-            f"{sorted(online_obs - offline_obs) or ''} differ: record the dataset with the env's observations "
-            "(the same --env.obs_type and cameras)"
-        )
+    check_offline_observations(offline, {k.split(".", 1)[1] for k in online.storage if k.startswith(f"{STATE}.")})
     offline.add_missing_columns(online)
     for name, stored in offline.storage.items():
         if name not in online.storage:

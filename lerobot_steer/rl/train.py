@@ -63,8 +63,8 @@ from .chunk_rollout import ChunkCollector
 from .config import SteerRLConfig
 from .hub import push_policy, push_requested
 from .metrics_log import MetricsLog, console_line
-from .offline_data import load_offline_buffer, mixed_with_offline
-from .replay_buffer import ChunkReplayBuffer
+from .offline_data import check_offline_observations, load_offline_buffer, mixed_with_offline
+from .replay_buffer import ChunkReplayBuffer, lerobot_observation
 from .run_guard import RunInterrupted, RunLock, StopSignals, stop_signals_ignored
 
 logger = logging.getLogger("lerobot_steer.rl")
@@ -227,6 +227,9 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
                         cfg.output_dir, counters["env_steps"], counters["updates"], len(buffer))
         else:
             collector.reset(seed=cfg.seed)
+        if offline is not None:  # before the prefill: a dataset recorded with other observations is refused now
+            with user_input(ValueError):
+                check_offline_observations(offline, set(lerobot_observation(collector.obs)))
     except BaseException:
         envs.close()
         raise

@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -53,10 +53,10 @@ class BasePolicyAdapter(nn.Module):
     eval mode even when a steering policy holding this adapter calls `.train()`: train-mode
     randomness (diffusion's random crop, dropout) would break "same noise -> same chunk". With
     `frozen=False` (a base trained by behaviour cloning inside the steering policy, dyna_vgd's
-    `base_mode=bc`) the weights keep their gradients and the base follows `.train()`/`.eval()` so
-    that its own loss runs in train mode; `sample`/`guided_sample` still decode in eval mode (and
-    restore the previous mode), so the noise -> chunk map is the same deterministic one in both
-    cases. Being an `nn.Module`, the adapter moves with `.to(device)` and the base's weights appear
+    `base_mode=bc`, policies/dyna_vgd/bc_base.py) the weights keep their gradients and the base
+    follows `.train()`/`.eval()` so that its own loss runs in train mode; `sample`/`guided_sample`
+    still decode in eval mode (and restore the previous mode), so the noise -> chunk map is the same
+    deterministic one in both cases. Being an `nn.Module`, the adapter moves with `.to(device)` and the base's weights appear
     in the state dict of a policy that holds it.
 
     Observation history (diffusion, `n_obs_steps` > 1): pass either observations that already carry
@@ -460,6 +460,28 @@ def load_checkpoint_config(path_or_repo_id: str | Path, **kwargs) -> PreTrainedC
         if local is not None:
             raise
         raise hub_fetch_error(str(path_or_repo_id), kwargs.get("revision"), e) from e
+
+
+class BaseFacts(NamedTuple):
+    """What a steering config must know of its base before any weights are loaded: LeRobot builds
+    the dataset's delta indices (observation history, executed chunk) before the policy."""
+
+    policy_type: str
+    n_obs_steps: int
+    n_action_steps: int
+
+
+def read_base_facts(path_or_repo_id: str | Path, *, revision: str | None = None) -> BaseFacts:
+    """The `BaseFacts` of a base checkpoint (a folder or a Hub repo id), read from its config.json.
+
+    The checkpoint is validated as `BasePolicyAdapter.from_pretrained` validates it (weights and
+    processor files present), so a missing or damaged base fails here, naming the folder, rather
+    than after the dataset is built.
+    """
+    folder = _resolve_checkpoint(path_or_repo_id, revision=revision, cache_dir=None, token=None)
+    policy_type = _validate_checkpoint(folder, load_processors=True)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    return BaseFacts(policy_type, int(config.get("n_obs_steps", 1)), int(config["n_action_steps"]))
 
 
 def _resolve_checkpoint(path_or_repo_id, *, revision, cache_dir, token) -> Path:

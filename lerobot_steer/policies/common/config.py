@@ -1,33 +1,34 @@
-"""What every steering policy over a frozen base shares in its config: the base, the chunk-level MDP
-read from a LeRobot dataset, the critic networks.
+"""What every steering policy shares in its config: the base, the chunk-level MDP read from a
+LeRobot dataset, the critic networks.
 
-`FrozenBaseConfig` is not registered as a policy type; `DSRLConfig` (`dsrl`) and `DynaVGDConfig`
+`SteeringConfig` is not registered as a policy type; `DSRLConfig` (`dsrl`) and `DynaVGDConfig`
 (`dyna_vgd`) derive from it and add their method's fields, so `--policy.<field>=...` means the same
-thing for both.
+thing for both. What depends on where the base comes from (a pretrained checkpoint, or dyna_vgd's
+behaviour-cloned diffusion) is asked of `base_provider` (see base_provider.py).
 
-The config reads the base checkpoint's `config.json` lazily (cheap: JSON only) because LeRobot
-builds the dataset, and with it the delta indices below, before it builds the policy; the facts it
-needs are copied into `base_*` fields so that a saved config stays self-contained after the original
-base folder is gone.
+The base's facts (type, history, chunk length) are resolved by `ensure_base_facts()` on first use,
+which the delta-index properties below call: LeRobot builds the dataset from those properties
+before it builds the policy, and has no other hook in between. They are copied into `base_*` fields
+so that a saved config stays self-contained after the original base folder is gone.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.optim.optimizers import AdamConfig
 
-from lerobot_steer.cli_errors import mark_user_error
 from lerobot_steer.config_error import ConfigError
+
+from .base_provider import FROZEN_BASE, BaseProvider
 
 EPISODE_ENDS = ("terminal", "truncated", "success")
 
 
 @dataclass
-class FrozenBaseConfig(PreTrainedConfig):
+class SteeringConfig(PreTrainedConfig):
     """Fields shared by the steering policies (see DSRLConfig / DynaVGDConfig for the methods).
 
     Base policy:
@@ -131,6 +132,12 @@ class FrozenBaseConfig(PreTrainedConfig):
             self.push_to_hub = bool(self.repo_id)
         if self.base_type is not None:
             self.set_base_facts(self.base_type, self.base_n_obs_steps, self.base_n_action_steps)
+        self.base_provider.configure(self)
+
+    @property
+    def base_provider(self) -> BaseProvider:
+        """Where the base comes from: a pretrained checkpoint here (dyna_vgd can also train one)."""
+        return FROZEN_BASE
 
     def number_ranges(self) -> dict[str, Interval]:
         """Allowed range of each numeric field, checked at parse time (subclasses add theirs)."""
@@ -153,22 +160,19 @@ class FrozenBaseConfig(PreTrainedConfig):
         self.n_obs_steps = n_obs_steps
 
     def ensure_base_facts(self) -> None:
-        """Read the base's config.json once, on first use; fail with an error naming the path.
+        """Resolve the base's facts once, from `base_provider` (a frozen base: its checkpoint's
+        config.json, local or from the Hub); fail with an error naming the path or the missing flag.
 
-        Lazy rather than in __post_init__: draccus replaces a ValueError / TypeError (a missing or
-        damaged checkpoint) raised while parsing the CLI with "Couldn't instantiate class ...Config",
-        which would hide the path. Value checks raise `ConfigError`, which draccus shows as it is.
+        Called by the properties LeRobot reads to build the dataset (`n_exec`, the delta indices),
+        and by nothing at parse time, for three reasons: draccus replaces a ValueError raised while
+        parsing the CLI (a missing or damaged checkpoint, `CheckpointError`) with "Couldn't
+        instantiate class ...Config", which would hide the path; a config without a base must still
+        build (`make_policy_config(type)`, then the flags that name one); and LeRobot calls no
+        config hook between parsing and building the dataset from these properties.
         """
         if self.base_type is not None:
             return
-        if self.base_policy_path is None:
-            raise mark_user_error(ValueError(self.missing_base_message()))
-        from lerobot_steer.steering.base_adapter import CONFIG_NAME, _resolve_checkpoint, _validate_checkpoint
-
-        folder = _resolve_checkpoint(self.base_policy_path, revision=self.base_policy_revision, cache_dir=None, token=None)
-        base_type = _validate_checkpoint(folder, load_processors=True)
-        base = json.loads((folder / CONFIG_NAME).read_text())
-        self.set_base_facts(base_type, int(base.get("n_obs_steps", 1)), int(base["n_action_steps"]))
+        self.set_base_facts(*self.base_provider.read_facts(self))
 
     def missing_base_message(self) -> str:
         """The error when no base policy is given, naming every way to give one (subclasses add theirs)."""
@@ -209,14 +213,15 @@ class FrozenBaseConfig(PreTrainedConfig):
 
     @property
     def action_delta_indices(self) -> list[int]:
-        return list(range(self.n_exec))  # the executed chunk
+        """The executed chunk, and whatever more the base's own training loss reads (`base_provider`)."""
+        return self.base_provider.action_delta_indices(self)
 
     @property
     def executed_action_start(self) -> int:
         """Position of the executed chunk's first action (offset 0) in `action_delta_indices`.
 
-        0 here; a policy whose action indices also reach into the past (dyna_vgd's behaviour-cloned
-        diffusion base, from -(n_obs_steps - 1)) finds its chunk further in.
+        0 for a frozen base; a base whose training reads actions from the past too (dyna_vgd's
+        behaviour-cloned diffusion, from -(n_obs_steps - 1)) puts the chunk further in.
         """
         return self.action_delta_indices.index(0)
 
@@ -229,7 +234,7 @@ class FrozenBaseConfig(PreTrainedConfig):
         return 0  # chunks that run past the episode end are kept: they carry the terminal reward
 
     def get_optimizer_preset(self) -> AdamConfig:
-        return AdamConfig(lr=self.critic_lr, weight_decay=0.0, grad_clip_norm=self.lerobot_grad_clip_norm)
+        return self.base_provider.optimizer_preset(self)
 
     @property
     def lerobot_grad_clip_norm(self) -> float:
@@ -241,6 +246,11 @@ class FrozenBaseConfig(PreTrainedConfig):
 
     def validate_features(self) -> None:
         """Features are checked against the base policy when the policy is built."""
+
+
+# The name before a base could also be trained inside the policy (dyna_vgd's bc mode); kept for
+# code that imports it.
+FrozenBaseConfig = SteeringConfig
 
 
 def check_choice(name: str, value, allowed) -> None:

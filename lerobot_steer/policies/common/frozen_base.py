@@ -1,18 +1,17 @@
-"""What every steering policy over a frozen LeRobot base shares in its modeling code.
+"""What every steering policy over a LeRobot base shares in its modeling code.
 
-* Binding the base: load it (`BasePolicyAdapter`), check the dataset's features against it, adopt
-  its features and normalization (so LeRobot's processors are the base's).
+* Binding the base: get it from `config.base_provider` (a frozen checkpoint loaded into a
+  `BasePolicyAdapter`, or dyna_vgd's behaviour-cloned diffusion), check the dataset against it.
 * The chunk-level MDP: `ChunkTransitions` from a LeRobot dataset batch built with the config's delta
   indices, or from a LeRobot `ReplayBuffer` batch.
-* Checkpoints: the trained networks in `model.safetensors`, the frozen base (weights, config,
-  processors) once in `base_policy/`, so that `--policy.path` alone rebuilds everything; a model card
-  section naming the base. A base trained inside the policy (`config.trains_base`, dyna_vgd's bc
-  mode) is one of the trained networks: it goes into `model.safetensors` and there is no
-  `base_policy/`.
+* Checkpoints: the trained networks in `model.safetensors`; what the provider keeps apart (a frozen
+  base: weights, config, processors once in `base_policy/`), so that `--policy.path` alone rebuilds
+  everything; a model card section on the base.
 
-`FrozenBasePolicyMixin` goes before `PreTrainedPolicy` in a policy's bases (`DSRLPolicy`,
+`SteeringPolicyMixin` goes before `PreTrainedPolicy` in a policy's bases (`DSRLPolicy`,
 `DynaVGDPolicy`); it is a mixin rather than an intermediate `PreTrainedPolicy` because LeRobot
-requires every subclass of that to name a config class and a policy type.
+requires every subclass of that to name a config class and a policy type. The file keeps its name
+(`frozen_base`) because other code imports its helpers from here.
 """
 
 from __future__ import annotations
@@ -30,16 +29,13 @@ from torch import Tensor, nn
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_PREFIX
 
-from lerobot_steer.cli_errors import mark_user_error
 from lerobot_steer.steering.base_adapter import SAFETENSORS_FILE, BasePolicyAdapter, CheckpointError
 from lerobot_steer.steering.encoders import ObservationEncoder
 from lerobot_steer.steering.features import FeatureMismatchError
 from lerobot_steer.steering.networks import CriticEnsemble
 
-from .config import FrozenBaseConfig
-
-BASE_POLICY_DIR = "base_policy"  # where a checkpoint keeps its base (config, weights, processors)
-BASE_PREFIX = "adapter."  # state-dict prefix of the frozen base, left out of model.safetensors
+from .base_provider import BASE_POLICY_DIR, BaseProvider  # noqa: F401  (BASE_POLICY_DIR: re-exported)
+from .config import SteeringConfig
 
 
 @dataclass
@@ -64,7 +60,7 @@ class ChunkTransitions:
     noise: Tensor | None = None
 
 
-def make_observation_encoder(config: FrozenBaseConfig, standardize=None) -> ObservationEncoder:
+def make_observation_encoder(config: SteeringConfig, standardize=None) -> ObservationEncoder:
     """A fresh encoder of the config's input features (each network gets its own); `standardize`:
     see `unnormalized_feature_stats`."""
     features = {k: ft for k, ft in config.input_features.items() if "empty_camera" not in k}
@@ -74,7 +70,7 @@ def make_observation_encoder(config: FrozenBaseConfig, standardize=None) -> Obse
     )
 
 
-def unnormalized_feature_stats(config: FrozenBaseConfig, preprocessor) -> dict[str, tuple[Tensor, Tensor]]:
+def unnormalized_feature_stats(config: SteeringConfig, preprocessor) -> dict[str, tuple[Tensor, Tensor]]:
     """(mean, std) of the low-dim inputs that the base's processor passes through unnormalized.
 
     LeRobot's diffusion maps STATE to MIN_MAX but has no entry for ENV, so block and bowl poses would
@@ -97,7 +93,7 @@ def unnormalized_feature_stats(config: FrozenBaseConfig, preprocessor) -> dict[s
 class ObservationCritic(nn.Module):
     """Q_j(s, x), j = 1..n_critics, over encoded observations: (obs dict, x) -> (n_critics, B)."""
 
-    def __init__(self, encoder: ObservationEncoder, act_dim: int, config: FrozenBaseConfig):
+    def __init__(self, encoder: ObservationEncoder, act_dim: int, config: SteeringConfig):
         super().__init__()
         self.encoder = encoder
         self.ensemble = CriticEnsemble(
@@ -109,20 +105,26 @@ class ObservationCritic(nn.Module):
         return self.ensemble(self.encoder(obs), action)
 
 
-class FrozenBasePolicyMixin:
-    """Base binding, chunk transitions from datasets/replay, and checkpoints with `base_policy/`.
+class SteeringPolicyMixin:
+    """Base binding, chunk transitions from datasets/replay, and checkpoints that carry the base.
 
     The host class calls `_init_base(...)` at the start of its `__init__` (after
     `PreTrainedPolicy.__init__`) and `reset()` at its end, and implements `predict_action_chunk`
     (the executed chunk, normalized) and `method_card_text()`; `select_action` plays the chunk out.
+    Whatever depends on where the base comes from is asked of `base_provider`.
     """
 
-    config: FrozenBaseConfig
+    config: SteeringConfig
     adapter: BasePolicyAdapter
 
+    @property
+    def base_provider(self) -> BaseProvider:
+        return self.config.base_provider
+
     def _init_base(self, base_adapter: BasePolicyAdapter | None, base_policy_dir, dataset_meta) -> None:
-        self.adapter = base_adapter if base_adapter is not None else load_base_adapter(self.config, base_policy_dir)
-        self._bind_base(dataset_meta)
+        """Get the base (`base_adapter` if given, else loaded or built), bind it to the training data."""
+        self.adapter = self.base_provider.make_adapter(self.config, base_adapter, base_policy_dir)
+        self.base_provider.bind(self, dataset_meta)
         self.register_buffer("_episode_success", episode_success(dataset_meta), persistent=False)
 
     # ------------------------------------------------------------------------------ base binding
@@ -147,25 +149,6 @@ class FrozenBasePolicyMixin:
                 "frame of each episode recorded as successful, i.e. with next.success true in it; every episode "
                 "when there is no next.success column)."
             )
-
-    def _bind_base(self, dataset_meta) -> None:
-        """Check the data against the base, then adopt the base's features and normalization.
-
-        The config takes the base's input/output features and normalization mapping, so that the
-        normalizer LeRobot rebuilds (with `features`/`norm_map` overrides) is the base's.
-        """
-        config, base_cfg = self.config, self.adapter.policy.config
-        if dataset_meta is not None:
-            self._check_dataset(dataset_meta)
-        elif config.input_features or config.output_features:
-            self.adapter.check_features({**config.input_features, **config.output_features})
-        if config.base_type is None:  # in-memory base: take the facts the config reads from a checkpoint
-            config.set_base_facts(self.adapter.policy_type, base_cfg.n_obs_steps, self.adapter.n_action_steps)
-        if config.n_exec > self.adapter.n_action_steps:
-            raise ValueError(f"n_action_steps={config.n_exec} > the base's {self.adapter.n_action_steps}")
-        config.input_features = dict(base_cfg.input_features)
-        config.output_features = dict(base_cfg.output_features)
-        config.normalization_mapping = dict(base_cfg.normalization_mapping)
 
     def _as_history(self, obs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Single-step observations of a history base as a fresh episode (the step repeated).
@@ -342,34 +325,20 @@ class FrozenBasePolicyMixin:
 
     # ------------------------------------------------------------------------------- checkpoints
 
-    @property
-    def trains_base(self) -> bool:
-        """Whether the base is trained inside this policy (dyna_vgd bc mode): then its weights are
-        part of `model.safetensors` like any trained network, and there is no `base_policy/`."""
-        return bool(getattr(self.config, "trains_base", False))
-
-    def _in_model_file(self, key: str) -> bool:
-        """Whether a state-dict entry belongs in `model.safetensors` (a frozen base lives in `base_policy/`)."""
-        return self.trains_base or not key.startswith(BASE_PREFIX)
-
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """config.json, the trained networks in model.safetensors, and what the provider keeps apart."""
         save_directory = Path(save_directory)
         self.config._save_pretrained(save_directory)
         tensors = state_dict if state_dict is not None else self.state_dict()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if self._in_model_file(k)}
+        in_model_file = self.base_provider.in_model_file
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if in_model_file(k)}
         save_file(tensors, str(save_directory / SAFETENSORS_FILE))
-        if self.trains_base:
-            return
-        base_dir = save_directory / BASE_POLICY_DIR
-        self.adapter.policy.save_pretrained(base_dir)
-        for pipeline in (self.adapter.preprocessor, self.adapter.postprocessor):
-            if pipeline is not None:
-                pipeline.save_pretrained(base_dir)
+        self.base_provider.save(self.adapter, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_name_or_path, *, config=None, revision=None, **kwargs):
         """Load a checkpoint (folder or Hub repo id); a frozen base comes from its `base_policy/`, a
-        trained one (`config.trains_base`) from `model.safetensors` with everything else."""
+        trained one from `model.safetensors` with everything else (`config.base_provider` knows)."""
         folder = Path(pretrained_name_or_path)
         if not folder.is_dir():
             from lerobot_steer.steering.base_adapter import _resolve_checkpoint
@@ -379,14 +348,8 @@ class FrozenBasePolicyMixin:
             )
         if config is None:
             config = PreTrainedConfig.from_pretrained(folder, **{k: kwargs[k] for k in ("cli_overrides",) if k in kwargs})
-        if getattr(config, "trains_base", False):  # the base is in model.safetensors
-            return super().from_pretrained(folder, config=config, revision=revision, **kwargs)
-        if not (folder / BASE_POLICY_DIR).is_dir():
-            raise CheckpointError(
-                f"{folder} has no {BASE_POLICY_DIR}/ folder: it is not a complete {cls.name} checkpoint (the frozen "
-                f"base policy is saved there by {cls.__name__}.save_pretrained)"
-            )
-        kwargs.setdefault("base_policy_dir", folder / BASE_POLICY_DIR)
+        for key, value in config.base_provider.load_kwargs(folder, cls.name, cls.__name__).items():
+            kwargs.setdefault(key, value)
         return super().from_pretrained(folder, config=config, revision=revision, **kwargs)
 
     @classmethod
@@ -397,7 +360,7 @@ class FrozenBasePolicyMixin:
         except Exception as e:
             raise CheckpointError(f"{model_file} is missing or not a readable safetensors file ({e})") from e
         missing, unexpected = model.load_state_dict(tensors, strict=False)
-        missing = [k for k in missing if model._in_model_file(k)]
+        missing = [k for k in missing if model.base_provider.in_model_file(k)]
         if missing or unexpected:
             raise CheckpointError(
                 f"{model_file} does not match this {cls.name} config: missing {missing[:5]}, unexpected {unexpected[:5]}"
@@ -409,39 +372,18 @@ class FrozenBasePolicyMixin:
         raise NotImplementedError
 
     def generate_model_card(self, dataset_repo_id, model_type, license, tags, cfg=None, dataset_meta=None):
-        """LeRobot's model card, plus which base policy this checkpoint steers and how it is stored."""
+        """LeRobot's model card, plus which base this checkpoint drives and how it is stored."""
         card = super().generate_model_card(dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta)
-        card.text += "\n" + base_policy_card_section(self.config, self.method_card_text())
+        card.text += "\n" + self.base_provider.card_section(self, dataset_repo_id)
         return card
 
 
-def base_policy_card_section(config: FrozenBaseConfig, method_text: str) -> str:
-    """Model-card text naming the steered base (what `push_to_hub` uploads in README.md)."""
-    source = config.base_policy_path or "(in-memory policy)"
-    revision = f" at revision `{config.base_policy_revision}`" if config.base_policy_revision else ""
-    return (
-        "## Steered base policy\n\n"
-        f"{method_text} The frozen `{config.base_type}` base policy was trained from `{source}`{revision} and "
-        f"executes {config.n_action_steps}-step action chunks.\n\n"
-        f"The base's weights, config and processors are included in `{BASE_POLICY_DIR}/`, so "
-        "`--policy.path=<this repo>` rebuilds everything.\n"
-    )
+# The name before a base could also be trained inside the policy (dyna_vgd's bc mode); kept for
+# code that imports it.
+FrozenBasePolicyMixin = SteeringPolicyMixin
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def load_base_adapter(config: FrozenBaseConfig, base_policy_dir=None) -> BasePolicyAdapter:
-    """The frozen base: the checkpoint's own `base_policy/` copy, else `config.base_policy_path`."""
-    source = base_policy_dir or config.base_policy_path
-    if source is None:
-        raise mark_user_error(ValueError(config.missing_base_message()))
-    return BasePolicyAdapter.from_pretrained(
-        source,
-        device=config.device,
-        revision=None if base_policy_dir else config.base_policy_revision,
-        num_inference_steps=config.num_inference_steps,
-    )
 
 
 def replay_terminated(batch: dict, b: int, config) -> Tensor:
@@ -453,7 +395,7 @@ def replay_terminated(batch: dict, b: int, config) -> Tensor:
     return torch.maximum(done, truncated.reshape(b).float())
 
 
-def missing_inputs_message(config: FrozenBaseConfig, missing: list[str], batch: dict) -> str:
+def missing_inputs_message(config: SteeringConfig, missing: list[str], batch: dict) -> str:
     """What a policy that was given observations without `missing` tells its user."""
     needs = ", ".join(f"'{k}' {tuple(ft.shape)}" for k, ft in config.input_features.items() if "empty_camera" not in k)
     given = sorted(k for k in batch if k.startswith(OBS_PREFIX)) or "none"

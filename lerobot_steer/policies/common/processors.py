@@ -1,4 +1,4 @@
-"""Processors of a steering policy: the base policy's own saved pipelines, reused as they are.
+"""Processors of a steering policy over a frozen base: the base's own saved pipelines, as they are.
 
 The base denoises in its normalized action space and the critics read the same normalized
 observations and chunks, so a steering policy must normalize exactly as the base was trained to.
@@ -10,6 +10,8 @@ them as for any policy; once saved with a checkpoint they are loaded by LeRobot'
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from lerobot.processor import PolicyProcessorPipeline
 from lerobot.processor.converters import (
@@ -27,10 +29,11 @@ from lerobot_steer.steering.base_adapter import (
     _resolve_checkpoint,
 )
 
-from .config import FrozenBaseConfig
+if TYPE_CHECKING:  # config.py imports this module (through base_provider.py)
+    from .config import SteeringConfig
 
 
-def base_pre_post_processors(config: FrozenBaseConfig) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
+def base_pre_post_processors(config: SteeringConfig) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
     """The base checkpoint's pre/post processors, with the device set to `config.device`."""
     if config.base_policy_path is None:
         raise mark_user_error(

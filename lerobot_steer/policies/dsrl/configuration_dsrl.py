@@ -4,7 +4,7 @@ Defaults follow the reference DSRL code (ajwagen/dsrl on GitHub) except the netw
 sized for CPU (3 x 256 instead of 3 x 2048). Every hyperparameter is a field, so the whole run is
 described by `--policy.<field>=...` on the lerobot-train command line. The fields shared with the
 other steering policies (base, critics, offline data) and the dataset hooks are in
-`lerobot_steer.policies.common.config.FrozenBaseConfig`.
+`lerobot_steer.policies.common.config.SteeringConfig`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lerobot.configs.policies import PreTrainedConfig
 
-from lerobot_steer.policies.common.config import FINITE, POSITIVE, FrozenBaseConfig, Interval, check_choice
+from lerobot_steer.policies.common.config import FINITE, POSITIVE, Interval, SteeringConfig, check_choice
 
 VARIANTS = ("na", "sac")
 NOISE_LAYOUTS = ("full", "executed", "repeat", "repeat_executed")
@@ -21,10 +21,10 @@ NOISE_LAYOUTS = ("full", "executed", "repeat", "repeat_executed")
 
 @PreTrainedConfig.register_subclass("dsrl")
 @dataclass
-class DSRLConfig(FrozenBaseConfig):
+class DSRLConfig(SteeringConfig):
     """DSRL: an actor over the base policy's initial noise, critics on chunks or on noise.
 
-    Base policy, critics and offline data: see `FrozenBaseConfig`.
+    Base policy, critics and offline data: see `SteeringConfig`.
 
     Method:
         variant: "na" (DSRL-NA: action critic Q^A on executed chunks, distilled into a noise critic
@@ -76,7 +76,7 @@ class DSRLConfig(FrozenBaseConfig):
     deterministic_actions: bool = False
 
     # Optimization: one Adam with a param group per network (lerobot-train steps one optimizer);
-    # each group has its own lr (critic_lr: FrozenBaseConfig). The online RLAlgorithm uses one Adam
+    # each group has its own lr (critic_lr: SteeringConfig). The online RLAlgorithm uses one Adam
     # per network with these lrs.
     actor_lr: float = 3e-4
     noise_critic_lr: float = 3e-4

@@ -37,8 +37,8 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot_steer.policies.common.frozen_base import (
     BASE_POLICY_DIR,  # noqa: F401  (re-exported: the folder name of the base in a checkpoint)
     ChunkTransitions,
-    FrozenBasePolicyMixin,
     ObservationCritic,
+    SteeringPolicyMixin,
     make_observation_encoder,
     observations as _observations,
     unnormalized_feature_stats,
@@ -72,7 +72,7 @@ class NoiseActor(nn.Module):
         return self.head(self.encoder(obs), deterministic=deterministic)
 
 
-class DSRLPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
+class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
     """Diffusion Steering via RL over any LeRobot base whose `predict_action_chunk` takes `noise=`.
 
     Args:

@@ -11,6 +11,8 @@ The behaviour-cloned base (`base_mode=bc`) is LeRobot's own diffusion policy: it
 `DiffusionConfig` (`--policy.diffusion.<field>=...`, every field of `--policy.type=diffusion`), so
 the architecture, noise schedule, normalization, optimizer settings and `pretrained_backbone_weights`
 mean exactly what they mean for LeRobot's diffusion, and config.json stores them under "diffusion".
+What the mode changes (facts, delta indices, optimizer, processors, ...) is its `BaseProvider`
+(`base_provider`: policies/common/base_provider.py for frozen, bc_base.py for bc).
 """
 
 from __future__ import annotations
@@ -18,22 +20,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
-from lerobot.optim.optimizers import AdamConfig
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 
 from lerobot_steer.config_error import ConfigError
+from lerobot_steer.policies.common.base_provider import FROZEN_BASE, BaseProvider
 from lerobot_steer.policies.common.config import (
     COUNT,
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
-    FrozenBaseConfig,
     Interval,
+    SteeringConfig,
     check_choice,
 )
 from lerobot_steer.steering.guidance import ANNEALS, GUIDANCE_MODES
 
-BASE_MODES = ("frozen", "bc")
+from .bc_base import BEHAVIOUR_CLONED_BASE
+
+BASE_PROVIDERS: dict[str, BaseProvider] = {"frozen": FROZEN_BASE, "bc": BEHAVIOUR_CLONED_BASE}
+BASE_MODES = tuple(BASE_PROVIDERS)
 
 
 def _default_diffusion() -> DiffusionConfig:
@@ -44,10 +49,10 @@ def _default_diffusion() -> DiffusionConfig:
 
 @PreTrainedConfig.register_subclass("dyna_vgd")
 @dataclass
-class DynaVGDConfig(FrozenBaseConfig):
+class DynaVGDConfig(SteeringConfig):
     """Dynamic VGD: a critic ensemble on executed chunks guides the base's denoising.
 
-    Base policy, critics and offline data: see `FrozenBaseConfig` (here 4 critics by default).
+    Base policy, critics and offline data: see `SteeringConfig` (here 4 critics by default).
 
     base_mode: "frozen" (a pretrained LeRobot base, diffusion / pi0 / pi05 / smolvla, named by
         base_policy_path, never updated) or "bc" (a LeRobot diffusion policy trained inside this
@@ -116,18 +121,13 @@ class DynaVGDConfig(FrozenBaseConfig):
     td_target_clamp: float | None = None
 
     def __post_init__(self):
-        super().__post_init__()
-        check_choice("base_mode", self.base_mode, BASE_MODES)
+        super().__post_init__()  # checks base_mode (through base_provider)
         check_choice("guidance_mode", self.guidance_mode, GUIDANCE_MODES)
         check_choice("guidance_anneal", self.guidance_anneal, ANNEALS)
         check_choice("acting_noise", self.acting_noise, ("gaussian", "tanh_gaussian"))
         if not self.weight_min <= self.weight_max:
             raise ConfigError(f"--policy.weight_min={self.weight_min} exceeds --policy.weight_max={self.weight_max}: "
                              "the guidance weight is clamped to [weight_min, weight_max]")
-        if self.trains_base:
-            self.diffusion.device = self.device
-            # Not a dataclass field: derived from the diffusion config, so it cannot disagree with it.
-            self.normalization_mapping = dict(self.diffusion.normalization_mapping)
 
     def number_ranges(self) -> dict[str, Interval]:
         """guidance_last_k: null guides every step; guided_action_clip, td_target_clamp: null is off."""
@@ -137,19 +137,25 @@ class DynaVGDConfig(FrozenBaseConfig):
                 "guided_action_clip": POSITIVE, "td_target_clamp": POSITIVE}
 
     @property
-    def trains_base(self) -> bool:
-        """True in bc mode: the base is trained here and saved in model.safetensors."""
-        return self.base_mode == "bc"
+    def base_provider(self) -> BaseProvider:
+        """The one place `base_mode` picks what the policy does: everything the mode changes is a
+        method of the provider (`check_base_mode` only refuses flags that contradict the mode)."""
+        check_choice("base_mode", self.base_mode, BASE_MODES)
+        return BASE_PROVIDERS[self.base_mode]
 
     def check_base_mode(self) -> None:
-        """bc mode trains its own base: a base checkpoint as well would be ambiguous."""
-        if self.trains_base and self.base_policy_path is not None:
+        """Flag combinations that contradict the mode, refused naming both flags.
+
+        On first use (the delta indices, the policy, the processors), not at parse time, like the
+        base's facts (see `ensure_base_facts`).
+        """
+        if self.base_mode == "bc" and self.base_policy_path is not None:
             raise ConfigError(
                 f"--policy.base_mode=bc trains its own diffusion base, so --policy.base_policy_path="
                 f"{self.base_policy_path} has no meaning there: drop it (and set the base with "
                 "--policy.diffusion.<field>=...), or pass --policy.base_mode=frozen to steer that checkpoint"
             )
-        if not self.trains_base and self.train_critic is False:
+        if self.base_mode == "frozen" and self.train_critic is False:
             raise ConfigError(
                 "--policy.train_critic=false with --policy.base_mode=frozen leaves nothing to train: the frozen "
                 "base never changes and the critics are the only trained part"
@@ -165,35 +171,9 @@ class DynaVGDConfig(FrozenBaseConfig):
 
     def ensure_base_facts(self) -> None:
         self.check_base_mode()
-        if self.trains_base and self.base_type is None:
-            d = self.diffusion
-            if d.n_action_steps > d.horizon - d.n_obs_steps + 1:
-                raise ConfigError(
-                    f"--policy.diffusion.n_action_steps={d.n_action_steps} must be <= horizon - n_obs_steps + 1 = "
-                    f"{d.horizon - d.n_obs_steps + 1} (LeRobot's diffusion executes actions from the current step)"
-                )
-            self.set_base_facts("diffusion", d.n_obs_steps, d.n_action_steps)
         super().ensure_base_facts()
 
     # ----------------------------------------------------------------------------- LeRobot hooks
-
-    @property
-    def action_delta_indices(self) -> list[int]:
-        """bc mode: the diffusion horizon from -(n_obs_steps - 1), which contains the executed chunk
-        [0, n_exec) because n_exec <= horizon - n_obs_steps + 1 (`executed_action_start` finds it)."""
-        if self.trains_base:
-            self.ensure_base_facts()
-            return self.diffusion.action_delta_indices
-        return super().action_delta_indices
-
-    def get_optimizer_preset(self) -> AdamConfig:
-        """bc mode: Adam with the diffusion base's settings; the critics' group overrides lr and weight
-        decay (see `DynaVGDPolicy.get_optim_params`). LeRobot clips the joint gradient norm of both."""
-        if not self.trains_base:
-            return super().get_optimizer_preset()
-        d = self.diffusion
-        return AdamConfig(lr=d.optimizer_lr, betas=d.optimizer_betas, eps=d.optimizer_eps,
-                          weight_decay=d.optimizer_weight_decay, grad_clip_norm=self.lerobot_grad_clip_norm)
 
     @property
     def guided_steps(self) -> range | None:

@@ -9,14 +9,15 @@ jebeom/VGD on GitHub). The strength lambda is fixed
 steering/guidance.py. Each component (lambda, w_local, w_global, sigma_Q, the TD error EMA) is in
 `forward()`'s output dict and, after acting, in `policy.last_guidance_stats`.
 
-Two kinds of base (`config.base_mode`):
+Two kinds of base (`config.base_mode`), each a `BaseProvider` (`config.base_provider`) that this
+class asks for what differs (building the base, its optimizer group, its loss, checkpoints, card):
 * "frozen": a pretrained LeRobot checkpoint (diffusion / pi0 / pi05 / smolvla), never updated;
-  checkpoints carry it in `base_policy/` (see policies/common/frozen_base.py).
+  checkpoints carry it in `base_policy/` (policies/common/base_provider.py).
 * "bc": LeRobot's `DiffusionPolicy`, built from `config.diffusion` and trained here by behaviour
   cloning with its own loss (`DiffusionPolicy.forward`), in the same optimizer step as the critics.
   The same `BasePolicyAdapter` drives it (non-frozen: its weights keep their gradients; decodes run
   in eval mode, deterministic DDIM), so guidance is exactly the frozen mode's. Checkpoints hold it
-  in `model.safetensors`.
+  in `model.safetensors` (bc_base.py).
 
 The loss is `compute_loss()` (critic TD), called by `forward()` (lerobot-train, offline, which adds
 the BC loss in bc mode) and by `DynaVGDAlgorithm.update()` (online); `update()` (called by both
@@ -28,21 +29,17 @@ policy guides exactly as the saved one did.
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION
 
 from lerobot_steer.policies.common.frozen_base import (
     ChunkTransitions,
-    FrozenBasePolicyMixin,
     ObservationCritic,
-    episode_success,
+    SteeringPolicyMixin,
     make_observation_encoder,
     observations,
     unnormalized_feature_stats,
@@ -52,10 +49,11 @@ from lerobot_steer.steering.guidance import ValueGuide, warmup_factor
 from lerobot_steer.steering.losses import critic_td_loss, metrics_to_floats
 from lerobot_steer.steering.networks import frozen_call, polyak_update
 
+from .bc_base import diffusion_batch
 from .configuration_dyna_vgd import DynaVGDConfig
 
 
-class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
+class DynaVGDPolicy(SteeringPolicyMixin, PreTrainedPolicy):
     """(Dynamic) value-guided denoising over a diffusion / pi0 / pi05 / smolvla base.
 
     Args:
@@ -88,10 +86,7 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     ):
         super().__init__(config)
         config.check_base_mode()
-        if config.trains_base:
-            self._init_bc_base(base_adapter, dataset_meta)
-        else:
-            self._init_base(base_adapter, base_policy_dir, dataset_meta)
+        self._init_base(base_adapter, base_policy_dir, dataset_meta)
         self.action_dim = self.adapter.action_dim
         scales = unnormalized_feature_stats(config, self.adapter.preprocessor)
         self.critic = ObservationCritic(make_observation_encoder(config, scales), config.n_exec * self.action_dim, config)
@@ -102,69 +97,16 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
         self.last_guidance_stats: dict[str, float] = {}
         self.reset()
 
-    # ------------------------------------------------------------------------- bc-mode base
-
-    def _init_bc_base(self, base_adapter: BasePolicyAdapter | None, dataset_meta) -> None:
-        """Build LeRobot's DiffusionPolicy from `config.diffusion` and the policy's features, and
-        decide once whether the critics train (a dataset without rewards trains the base only)."""
-        config = self.config
-        if base_adapter is None:
-            if not config.input_features or not config.output_features:
-                raise ValueError(
-                    "--policy.base_mode=bc builds its diffusion base from the policy's input/output features: "
-                    "train on a dataset (lerobot-train fills them) or set config.input_features/output_features"
-                )
-            diffusion_cfg = copy.deepcopy(config.diffusion)
-            diffusion_cfg.input_features = dict(config.input_features)
-            diffusion_cfg.output_features = dict(config.output_features)
-            diffusion_cfg.device = config.device
-            # LeRobot's own class and loss; the copy keeps config.diffusion as the user set it (the
-            # adapter switches the copy to DDIM sampling; training noise is the configured schedule).
-            base_adapter = BasePolicyAdapter.from_policy(
-                DiffusionPolicy(diffusion_cfg), num_inference_steps=config.num_inference_steps, frozen=False
-            )
-        elif base_adapter.frozen or not isinstance(base_adapter.policy, DiffusionPolicy):
-            raise ValueError(
-                "base_mode=bc trains its base: pass an adapter built with "
-                "BasePolicyAdapter.from_policy(<DiffusionPolicy>, frozen=False)"
-            )
-        self.adapter = base_adapter
-        base_cfg = base_adapter.policy.config
-        config.set_base_facts("diffusion", base_cfg.n_obs_steps, base_cfg.n_action_steps)
-        config.normalization_mapping = dict(base_cfg.normalization_mapping)
-        if dataset_meta is not None:
-            base_adapter.check_features(dataset_meta)
-            has_reward = config.reward_key in set(dataset_meta.features) or config.reward_from_success
-            if config.train_critic is None:
-                config.train_critic = has_reward
-                if not has_reward:
-                    logging.warning(
-                        "dyna_vgd: the dataset has no reward column '%s' and --policy.reward_from_success is off, "
-                        "so only the behaviour-cloned diffusion base is trained (no critic, no guidance: the "
-                        "policy acts as the plain diffusion base). Record rewards, name the column with "
-                        "--policy.reward_key, or pass --policy.reward_from_success=true to train the critics too.",
-                        config.reward_key,
-                    )
-            elif config.train_critic and not has_reward:
-                self._check_dataset(dataset_meta)  # raises, naming the reward options
-        elif config.train_critic is None:
-            config.train_critic = True
-        self.register_buffer("_episode_success", episode_success(dataset_meta), persistent=False)
+    # ------------------------------------------------------------------------------ critics on/off
 
     @property
     def trains_critic(self) -> bool:
+        """False only in bc mode on a dataset without rewards (decided when the base is bound)."""
         return self.config.train_critic is not False
 
     def bc_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """What LeRobot's diffusion loss reads: the current observation history (B, n_obs_steps, ...),
-        the `horizon` actions from -(n_obs_steps - 1) and their padding mask."""
-        current = self.config.current_obs_positions
-        out = {}
-        for key, value in observations(batch).items():
-            out[key] = value[:, current] if f"{key}_is_pad" in batch else value
-        out[ACTION] = batch[ACTION]
-        out[f"{ACTION}_is_pad"] = batch[f"{ACTION}_is_pad"]
-        return out
+        """What a behaviour-cloned base's loss reads of a lerobot-train batch (see `bc_base.diffusion_batch`)."""
+        return diffusion_batch(self.config, batch)
 
     # ---------------------------------------------------------------------------------- guidance
 
@@ -251,25 +193,20 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
     # ---------------------------------------------------------------------------------- training
 
     def get_optim_params(self) -> list[dict]:
-        """The online critics at `critic_lr` (no weight decay); in bc mode also the diffusion base, in
-        its own group with the optimizer preset's settings (diffusion's lr, betas, eps, weight decay).
-        The frozen base and the target critics are never optimized."""
-        groups = [{"params": list(self.critic.parameters()), "lr": self.config.critic_lr, "weight_decay": 0.0}]
-        if self.trains_base:
-            groups.insert(0, {"params": list(self.adapter.policy.diffusion.parameters())})
-        return groups
+        """The base's groups, if it trains (bc mode: the diffusion network with the optimizer preset's
+        settings), then the online critics at `critic_lr` (no weight decay). A frozen base and the
+        target critics are never optimized."""
+        critic = {"params": list(self.critic.parameters()), "lr": self.config.critic_lr, "weight_decay": 0.0}
+        return [*self.base_provider.optim_params(self.adapter), critic]
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
-        """lerobot-train: the critics' TD loss on the batch's chunk transitions, plus in bc mode the
-        base's behaviour-cloning loss (LeRobot's diffusion loss, in train mode) on the same batch.
+        """lerobot-train: the base's own loss if it trains (bc mode: LeRobot's diffusion loss, in train
+        mode), plus the critics' TD loss on the batch's chunk transitions.
 
         The TD target decodes with the base as it is before this step's update (eval mode, DDIM).
         """
-        loss, metrics = None, {}
-        if self.trains_base:
-            self.adapter.policy.train(self.training)
-            bc_loss, _ = self.adapter.policy.forward(self.bc_batch(batch))
-            loss, metrics["bc_loss"] = bc_loss, bc_loss.detach()
+        loss, metrics = self.base_provider.training_loss(self, batch)
+        metrics = dict(metrics)
         if self.trains_critic:
             td_loss, td_metrics = self.compute_loss(self.transitions_from_dataset(batch))
             loss = td_loss if loss is None else loss + td_loss
@@ -320,29 +257,9 @@ class DynaVGDPolicy(FrozenBasePolicyMixin, PreTrainedPolicy):
             f"strength lambda_base = {c.guidance_scale}"
             + (" times an uncertainty weight (critic disagreement and TD error)." if method == "Dynamic VGD" else ".")
         )
-        if c.trains_base and not self.trains_critic:
+        if not self.trains_critic:  # bc mode on a dataset without rewards
             text = (
                 "This policy's critics were not trained (the dataset had no rewards), so it acts as its "
                 "behaviour-cloned diffusion base, unguided. With trained critics it would be: " + text
             )
         return text
-
-    def generate_model_card(self, dataset_repo_id, model_type, license, tags, cfg=None, dataset_meta=None):
-        """bc mode: LeRobot's card plus what was trained here (the base by BC, the critics by TD)."""
-        if not self.trains_base:
-            return super().generate_model_card(dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta)
-        card = PreTrainedPolicy.generate_model_card(
-            self, dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta
-        )
-        c = self.config
-        trained = "by temporal-difference learning on the chunk-level MDP of the dataset's rewards" if self.trains_critic else "not at all (no rewards)"
-        card.text += (
-            "\n## Behaviour-cloned base policy\n\n"
-            f"{self.method_card_text()} The base is a LeRobot `diffusion` policy (horizon {c.diffusion.horizon}, "
-            f"{c.diffusion.n_obs_steps} observation steps, {c.n_action_steps}-step executed chunks) trained inside this "
-            f"policy by behaviour cloning on `{dataset_repo_id}` with LeRobot's diffusion loss; the critics were trained "
-            f"{trained}. It decodes with {self.adapter.num_inference_steps} deterministic DDIM steps.\n\n"
-            "Its weights are part of `model.safetensors` and its settings are the `diffusion` entry of `config.json`, "
-            "so `--policy.path=<this repo>` rebuilds everything.\n"
-        )
-        return card

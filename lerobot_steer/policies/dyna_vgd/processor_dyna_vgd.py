@@ -1,4 +1,4 @@
-"""Processors of the `dyna_vgd` policy.
+"""Processors of the `dyna_vgd` policy, from its base's provider (`config.base_provider`).
 
 * frozen mode: the base policy's own saved pipelines, reused as they are (the critics read the
   base's normalized observations and chunks; `dataset_stats` is ignored on purpose, see
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lerobot.processor import PolicyProcessorPipeline, make_default_pre_post_processors
-
-from lerobot_steer.policies.common.processors import base_pre_post_processors
+from lerobot.processor import PolicyProcessorPipeline
 
 from .configuration_dyna_vgd import DynaVGDConfig
 
@@ -31,11 +29,4 @@ def make_dyna_vgd_pre_post_processors(
     `config.device` (`dataset_stats` ignored). bc mode: normalizers over `dataset_stats` with the
     diffusion base's normalization mapping, as LeRobot builds them for `--policy.type=diffusion`."""
     config.check_base_mode()
-    if config.trains_base:
-        if not config.input_features or not config.output_features:
-            raise ValueError(
-                "dyna_vgd bc-mode processors normalize the policy's features: set config.input_features and "
-                "output_features (lerobot-train does, from the dataset) before building them"
-            )
-        return make_default_pre_post_processors(config, dataset_stats)
-    return base_pre_post_processors(config)
+    return config.base_provider.make_processors(config, dataset_stats)

@@ -12,7 +12,7 @@ window only (after prefill), with the loop's own breakdown: physics (env.step in
 bookkeeping), inference (preprocessing + actor + base decode for acting), updates (gradient steps),
 other (buffer, checkpoints). Checkpoints and evaluation are off.
 
-    python scripts/benchmark_rl.py [--n_envs 1 2 4 8] [--steps 4096] [--variants sac na] [--threads 2]
+    python scripts/benchmark_rl.py [--n_envs 1 2 4 8] [--steps 4096] [--variants sac na na_reference] [--threads 2]
 
 Read the ratios if the machine is shared (the load average is printed).
 """
@@ -37,8 +37,12 @@ GOAL = 300.0
 
 
 def run(base: Path, out: Path, variant: str, n_envs: int, steps: int, prefill: int, utd: float, batch: int) -> dict:
+    # na: lerobot-steer-rl's DSRL-NA (aliases decoded while acting, noise-critic bootstrap);
+    # na_reference: the reference's DSRL-NA, two base decodes of the batch in every update.
+    reference = {"na_aliases": 0, "na_bootstrap": "decode"} if variant == "na_reference" else {}
     cfg = SteerRLConfig(
-        policy=DSRLConfig(base_policy_path=str(base), device="cpu", variant=variant),
+        policy=DSRLConfig(base_policy_path=str(base), device="cpu", variant=variant.removesuffix("_reference"),
+                          **reference),
         env=SO101SimEnvConfig(obs_type="state"), n_envs=n_envs, steps=prefill + steps, prefill_steps=prefill,
         utd_ratio=utd, batch_size=batch, log_freq=prefill + steps if steps <= prefill else prefill, save_freq=10**9,
         eval=OnlineEvalConfig(n_episodes=0), output_dir=out, progress=False,
@@ -52,7 +56,8 @@ def run(base: Path, out: Path, variant: str, n_envs: int, steps: int, prefill: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_envs", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--variants", nargs="+", default=["sac", "na"], choices=["sac", "na"])
+    parser.add_argument("--variants", nargs="+", default=["sac", "na"], choices=["sac", "na", "na_reference"],
+                        help="na_reference: DSRL-NA decoding the base in every update (about 12 env steps/s)")
     parser.add_argument("--na_n_envs", type=int, default=8, help="DSRL-NA (slow updates) only at this n_envs")
     parser.add_argument("--steps", type=int, default=4096, help="training env steps after prefill")
     parser.add_argument("--prefill", type=int, default=512)

@@ -55,9 +55,9 @@ def _baselines(policy, obs, reward_of) -> dict[str, float]:
             for kind in ("gaussian", "zero", "tanh")}
 
 
-def _replay(obs, chunk, reward, noise=None) -> dict:
+def _replay(obs, chunk, reward, noise=None, extras=None) -> dict:
     b = chunk.shape[0]
-    info = {"n_steps": torch.full((b,), 4.0)}
+    info = {"n_steps": torch.full((b,), 4.0), **(extras or {})}
     if noise is not None:
         info["noise"] = noise
     return {"state": obs, "next_state": obs, "action": chunk, "reward": reward, "done": torch.ones(b),
@@ -79,27 +79,35 @@ def _train_online(policy, algorithm, act, obs, reward_of, *, iterations: int, pr
     iterator = batches()
     for i in range(iterations):
         with torch.no_grad():
-            chunk, noise = act(prior=i < prefill)
+            chunk, noise, *extras = act(prior=i < prefill)
+        extras = {k: v[:16] for k, v in extras[0].items()} if extras else None
         store.append(_replay({k: v[:16] for k, v in obs.items()}, chunk[:16], reward_of(chunk)[:16],
-                             None if noise is None else noise[:16]))
+                             None if noise is None else noise[:16], extras))
         if i >= prefill:
             algorithm.update(iterator)
     return policy
 
 
 @pytest.mark.slow  # 25-200 s on CPU: thousands of updates
-@pytest.mark.parametrize("variant", ["sac", "na"])
+@pytest.mark.parametrize("variant", ["sac", "na", "na_online"])
 def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_base, variant):
+    """na: the reference's DSRL-NA (base decodes in every update, as lerobot-train runs it offline);
+    na_online: lerobot-steer-rl's DSRL-NA defaults, distilled on aliases decoded while acting."""
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
     obs, reward_of, w_star = _bandit(adapter)
     torch.manual_seed(1)
-    policy = DSRLPolicy(DSRLConfig(variant=variant, **NARROW), base_adapter=adapter)
+    config = DSRLConfig(variant=variant.removesuffix("_online"), **NARROW)
+    if variant == "na_online":
+        config.resolve_na_learning(online=True)
+    policy = DSRLPolicy(config, base_adapter=adapter)
     algorithm = make_algorithm(DSRLAlgorithmConfig(policy_config=policy.config, grad_steps_per_update=4), policy)
     free = _baselines(policy, obs, reward_of)
 
     def act(prior: bool):
         w = policy.prior_noise(BATCH) if prior else policy.actor(obs).action
-        return policy.decode(obs, w), w
+        if variant != "na_online":
+            return policy.decode(obs, w), w
+        return policy.decode(obs, w), w, policy.acting_aliases(policy._as_history(obs), config.na_aliases)
 
     _train_online(policy, algorithm, act, obs, reward_of, iterations=200 if variant == "sac" else 300)
     with torch.no_grad():

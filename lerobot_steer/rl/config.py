@@ -129,6 +129,7 @@ class SteerRLConfig:
         if self.policy.type == "dsrl":
             # online: the variant whose updates need no base decode, unless recorded actions join in
             self.policy.resolve_variant("na" if self.dataset is not None else "sac")
+            self.policy.resolve_na_learning(online=True)
             if self.dataset is not None and self.policy.variant == "sac":
                 raise ConfigError(
                     f"--dataset.repo_id={self.dataset.repo_id} with --policy.variant=sac: DSRL-SAC's critic learns "

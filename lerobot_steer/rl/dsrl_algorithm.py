@@ -47,7 +47,7 @@ class DSRLAlgorithm(SteeringAlgorithm):
     name = "dsrl"
     policy: DSRLPolicy
     # Everything trained except the actor, which the policy checkpoint and the actor processes carry.
-    state_modules = ("critic", "critic_target", "noise_critic")
+    state_modules = ("critic", "critic_target", "noise_critic", "noise_critic_target")
     state_tensors = ("log_alpha",)
 
     def optimizer_groups(self) -> dict[str, tuple[list[Tensor], float]]:

@@ -49,6 +49,9 @@ class ChunkTransitions:
     terminated: (B,) 1 where the episode terminated inside the chunk (no bootstrap).
     n_steps: (B,) env steps the chunk executed (discount gamma^n_steps).
     noise: (B, noise_dim) the actor-space noise that produced the chunk (DSRL-SAC only).
+    alias_noise / alias_action: (B, k, noise_dim) prior noises and (B, k, n_exec, action_dim) the
+        chunks the base decoded from them at `obs` while acting (DSRL-NA's distillation pairs; NaN
+        on rows that have none, e.g. offline data).
     """
 
     obs: dict[str, Tensor]
@@ -58,6 +61,8 @@ class ChunkTransitions:
     terminated: Tensor
     n_steps: Tensor
     noise: Tensor | None = None
+    alias_noise: Tensor | None = None
+    alias_action: Tensor | None = None
 
 
 def make_observation_encoder(config: SteeringConfig, standardize=None) -> ObservationEncoder:
@@ -291,7 +296,7 @@ class SteeringPolicyMixin:
             obs=batch["state"], action=action.reshape(b, self.config.n_exec, self.adapter.action_dim),
             reward=batch["reward"].reshape(b).float(), next_obs=batch["next_state"],
             terminated=replay_terminated(batch, b, self.config), n_steps=n_steps.reshape(b).float(),
-            noise=info.get("noise"),
+            noise=info.get("noise"), alias_noise=info.get("alias_noise"), alias_action=info.get("alias_action"),
         )
 
     def _success_of(self, batch: dict, b: int, device) -> Tensor:

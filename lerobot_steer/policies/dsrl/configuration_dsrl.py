@@ -13,10 +13,19 @@ from dataclasses import dataclass
 
 from lerobot.configs.policies import PreTrainedConfig
 
-from lerobot_steer.policies.common.config import FINITE, POSITIVE, Interval, SteeringConfig, check_choice
+from lerobot_steer.policies.common.config import (
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    SteeringConfig,
+    check_choice,
+)
 
 VARIANTS = ("na", "sac")
 NOISE_LAYOUTS = ("full", "executed", "repeat", "repeat_executed")
+NA_BOOTSTRAPS = ("decode", "noise_critic")
+ONLINE_NA_ALIASES = 4
 
 
 @PreTrainedConfig.register_subclass("dsrl")
@@ -58,6 +67,19 @@ class DSRLConfig(SteeringConfig):
             reference's 0 nats for the whole noise vector). temperature_lr 1e-3 lets alpha fall by
             10x within about 2,300 gradient steps, a few thousand env steps at the default update
             ratio, instead of the ~8,000 steps it takes at 3e-4.
+
+    DSRL-NA without base decodes in its updates (what makes it usable online on a CPU: the
+    reference's two decodes of a 256-sample batch per gradient step ran at 12 env steps/s here):
+        na_aliases: prior noises w ~ N(0, I) decoded beside each acting decode, kept with the
+            transition as (w, base(s, w)) pairs; the noise critic Q^W is distilled on them instead of
+            decoding fresh noises in every update. Decoded while acting, they see the true
+            observation history. 0: decode in the update (the reference). None: 4 online
+            (lerobot-steer-rl), 0 on a dataset (recorded transitions have no aliases).
+        na_bootstrap: what values the chunk-end state in Q^A's TD target: "decode" (the reference,
+            min Qbar^A(s', base(s', w')), w' ~ pi(s'): one base decode per sample and update) or
+            "noise_critic" (min Qbar^W(s', w'): a Polyak-averaged target of the noise critic, which
+            regresses Q^A(s', base(s', w)), so the same quantity without decoding). None:
+            "noise_critic" online, "decode" on a dataset.
     """
 
     # Method
@@ -71,6 +93,10 @@ class DSRLConfig(SteeringConfig):
     # TODO: encode observations with the base policy's own features (pooled VLM prefix, diffusion
     # global conditioning). Costly for VLA bases and not needed for the state/CNN encoders; False only.
     use_base_features: bool = False
+
+    # DSRL-NA online speed (see the class docstring)
+    na_aliases: int | None = None
+    na_bootstrap: str | None = None
 
     # Acting
     deterministic_actions: bool = False
@@ -89,12 +115,24 @@ class DSRLConfig(SteeringConfig):
             raise NotImplementedError("use_base_features=True is not implemented yet (see the TODO in DSRLConfig)")
         if self.variant is not None:
             self.resolve_variant(self.variant)
+        if self.na_bootstrap is not None:
+            check_choice("na_bootstrap", self.na_bootstrap, NA_BOOTSTRAPS)
 
     def number_ranges(self) -> dict[str, Interval]:
         return {**super().number_ranges(), "noise_bound": POSITIVE, "init_temperature": POSITIVE,
-                "target_entropy": FINITE, "actor_lr": POSITIVE, "noise_critic_lr": POSITIVE, "temperature_lr": POSITIVE}
+                "target_entropy": FINITE, "actor_lr": POSITIVE, "noise_critic_lr": POSITIVE, "temperature_lr": POSITIVE,
+                "na_aliases": NON_NEGATIVE}
 
     def resolve_variant(self, variant: str) -> None:
         """Fix the variant, if the user did not."""
         self.variant = self.variant or variant
         check_choice("variant", self.variant, VARIANTS)
+
+    def resolve_na_learning(self, online: bool) -> None:
+        """Fix `na_aliases` / `na_bootstrap` where the user did not: decode-free online, the
+        reference's decodes on a dataset (and for checkpoints saved before the fields existed)."""
+        if self.na_aliases is None:
+            self.na_aliases = ONLINE_NA_ALIASES if online else 0
+        if self.na_bootstrap is None:
+            self.na_bootstrap = "noise_critic" if online else "decode"
+        check_choice("na_bootstrap", self.na_bootstrap, NA_BOOTSTRAPS)

@@ -97,6 +97,7 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
     ):
         super().__init__(config)
         config.resolve_variant("na" if dataset_meta is not None else "sac")
+        config.resolve_na_learning(online=False)  # lerobot-steer-rl resolved its online choices already
         self._init_base(base_adapter, base_policy_dir, dataset_meta)
 
         base_noise = self.adapter.noise_shape(1)
@@ -112,6 +113,11 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.noise_critic = (
             ObservationCritic(make_observation_encoder(config, scales), self.noise_dim, config) if config.variant == "na" else None
+        )
+        # DSRL-NA bootstrapping from the noise critic (na_bootstrap="noise_critic") needs its target.
+        self.noise_critic_target = (
+            copy.deepcopy(self.noise_critic).requires_grad_(False)
+            if self.noise_critic is not None and config.na_bootstrap == "noise_critic" else None
         )
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature)))
         self.reset()
@@ -210,7 +216,24 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
             w = self.prefill_noise(next(iter(obs.values())).shape[0])
         else:
             w = self.actor(obs, deterministic=mode == "greedy").action
-        return self.adapter.sample(obs, self.base_noise(w)), {"noise": w.cpu()}
+        chunk = self.adapter.sample(obs, self.base_noise(w))
+        extras = {"noise": w.cpu()}
+        if self.config.variant == "na" and self.config.na_aliases:
+            extras.update(self.acting_aliases(obs, self.config.na_aliases))
+        return chunk, extras
+
+    @torch.no_grad()
+    def acting_aliases(self, obs: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+        """k prior noises per env and the executed chunks the base decodes from them at these
+        observations (with the history the acting decode just used): DSRL-NA's distillation pairs,
+        `alias_noise` (B, k, noise_dim) and `alias_action` (B, k, n_exec, action_dim)."""
+        b = next(iter(obs.values())).shape[0]
+        with_history = {**obs, **self.adapter.history_frames()}  # after the acting decode pushed this frame
+        repeated = {key: v.repeat_interleave(k, dim=0) if isinstance(v, Tensor) else [x for x in v for _ in range(k)]
+                    for key, v in with_history.items()}
+        w = self.prior_noise(b * k)
+        a = self.adapter.sample(repeated, self.base_noise(w))[:, : self.config.n_exec]
+        return {"alias_noise": w.reshape(b, k, -1).cpu(), "alias_action": a.reshape(b, k, *a.shape[1:]).cpu()}
 
     # ---------------------------------------------------------------------------------- training
 
@@ -234,6 +257,8 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
     def update(self) -> None:
         """Polyak-average the target critic; lerobot-train calls it after every optimizer step."""
         polyak_update(self.critic_target, self.critic, self.config.tau)
+        if self.noise_critic_target is not None:
+            polyak_update(self.noise_critic_target, self.noise_critic, self.config.tau)
 
     def compute_loss(self, t: ChunkTransitions) -> tuple[Tensor, dict[str, Tensor]]:
         """critic + actor + temperature (+ noise-critic for NA) losses of one gradient step.
@@ -246,16 +271,19 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         alpha = self.log_alpha.exp()
         pi = self.actor(t.obs)
         loss_alpha, metrics = temperature_loss(self.log_alpha, pi.log_prob, c.target_entropy)
+        bootstrap = self.critic_target
         with torch.no_grad():
             next_pi = self.actor(t.next_obs)
-            if c.variant == "na":
+            if c.variant == "na" and self.noise_critic_target is not None:
+                next_action, action, bootstrap = next_pi.action, t.action, self.noise_critic_target
+            elif c.variant == "na":
                 next_action, action = self.decode(t.next_obs, next_pi.action), t.action
             else:
                 if t.noise is None:
                     raise ValueError("DSRL-SAC transitions need the noise that produced each chunk (t.noise)")
                 next_action, action = next_pi.action, t.noise
         loss_q, m = critic_td_loss(
-            self.critic, self.critic_target, t.obs, action, self.learning_reward(t), t.next_obs, next_action, t.terminated,
+            self.critic, bootstrap, t.obs, action, self.learning_reward(t), t.next_obs, next_action, t.terminated,
             gamma=c.discount, n_steps=self.discount_exponent(t), next_log_prob=next_pi.log_prob, alpha=alpha.detach(),
             backup_entropy=c.backup_entropy, q_reduce=c.q_reduce,
         )
@@ -265,13 +293,26 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         metrics.update(m)
         loss = loss_q + loss_pi + loss_alpha
         if c.variant == "na":
-            w = self.prior_noise(t.action.shape[0])
-            loss_w, m = noise_critic_loss(self.noise_critic, self.critic, t.obs, w, lambda w: self.decode(t.obs, w))
+            loss_w, m = self.distillation_loss(t)
             metrics.update(m)
             loss = loss + loss_w
         metrics["chunk_reward_mean"] = t.reward.detach().mean()
         metrics["noise_abs_mean"] = pi.action.detach().abs().mean()
         return loss, metrics
+
+    def distillation_loss(self, t: ChunkTransitions) -> tuple[Tensor, dict[str, Tensor]]:
+        """Q^W onto Q^A: on the acting aliases the rows carry (those with finite ones: offline rows
+        have none), else on fresh N(0, I) noises decoded here, one per sample (the reference)."""
+        if t.alias_noise is not None:
+            rows = torch.isfinite(t.alias_noise).flatten(1).all(1)
+            if bool(rows.any()):
+                k = t.alias_noise.shape[1]
+                obs = {key: v[rows].repeat_interleave(k, dim=0) for key, v in t.obs.items()}
+                w = t.alias_noise[rows].reshape(-1, self.noise_dim)
+                a = t.alias_action[rows].reshape(w.shape[0], self.config.n_exec, self.action_dim)
+                return noise_critic_loss(self.noise_critic, self.critic, obs, w, a)
+        w = self.prior_noise(t.action.shape[0])
+        return noise_critic_loss(self.noise_critic, self.critic, t.obs, w, lambda w: self.decode(t.obs, w))
 
     # ------------------------------------------------------------------------------- model card
 

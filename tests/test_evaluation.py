@@ -220,3 +220,16 @@ def test_noise_baselines_draw_the_documented_noise():
             assert noise[:, 1:5].abs().min() > 0
     with pytest.raises(ValueError, match="executed"):
         parse_noise_spec("noise:uniform:/some/base")
+
+
+def test_sync_evaluation_batches_every_episode_into_one_decode_by_default():
+    """Lock-step sync envs share one batched base decode, so the default batch is not the core count
+    (on 2 cores that meant one episode at a time); async envs keep lerobot-eval's rule."""
+    import os
+
+    from lerobot_steer.evaluation.cli import SteerEvalConfig
+
+    assert SteerEvalConfig(policy_paths=["builtin:hold"], n_episodes=100).batch_size == 50
+    assert SteerEvalConfig(policy_paths=["builtin:hold"], n_episodes=20).batch_size == 20
+    parallel = SteerEvalConfig(policy_paths=["builtin:hold"], n_episodes=100, use_async_envs=True).batch_size
+    assert parallel == max(1, min(int(0.7 * (os.cpu_count() or 1)), 64))

@@ -32,6 +32,9 @@ from .video import VideoConfig, VideoRecorder
 logger = logging.getLogger(__name__)
 
 
+SYNC_BATCH = 50
+
+
 @dataclass
 class SteerEvalConfig:
     # Checkpoint folders (`.../pretrained_model`) or Hub ids, or builtin:expert / builtin:hold.
@@ -40,7 +43,9 @@ class SteerEvalConfig:
     n_episodes: int = 50
     # Episode i uses seed + i, for every checkpoint.
     seed: int = 1000
-    # Envs run in lock-step (one policy.reset() per batch); 0 = min(0.7 x CPU cores, n_episodes, 64) as lerobot-eval.
+    # Envs run in lock-step (one policy.reset() per batch). 0: with sync envs min(n_episodes, 50), since one
+    # batched base decode serves them all (on 2 cores, 1 env at a time made 4 x 50 episodes take 20 min);
+    # with async envs min(0.7 x CPU cores, n_episodes, 64), as lerobot-eval.
     batch_size: int = 0
     use_async_envs: bool = False
     videos: VideoConfig = field(default_factory=VideoConfig)
@@ -55,7 +60,8 @@ class SteerEvalConfig:
         if self.n_episodes <= 0:
             raise ValueError(f"n_episodes={self.n_episodes} must be positive")
         if self.batch_size <= 0:
-            self.batch_size = max(1, min(int(0.7 * (os.cpu_count() or 1)), self.n_episodes, 64))
+            parallel = int(0.7 * (os.cpu_count() or 1)) if self.use_async_envs else SYNC_BATCH
+            self.batch_size = max(1, min(parallel, self.n_episodes, 64))
         if self.output_dir is None:
             self.output_dir = f"outputs/steer_eval/{dt.datetime.now():%Y-%m-%d/%H-%M-%S}"
 

@@ -38,6 +38,7 @@ def run(cmd: list[str], log: Path, show: tuple[str, ...] = ("step:", "Expert:", 
                                 env={**os.environ, **(env or {})})
         for line in proc.stdout:
             f.write(line)
+            f.flush()  # the full log stays readable (tail -f) while the stage runs
             for part in line.rstrip("\n").split("\r"):  # tqdm redraws with carriage returns
                 if any(key in part for key in show):
                     print("   ", part.strip()[:160], flush=True)

@@ -46,7 +46,8 @@ def na_policy(state_checkpoint):
 def test_offline_chunks_follow_the_online_mdp(na_policy, state_dataset):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from lerobot_steer.rl.offline_data import first_success_frames, load_offline_buffer
+    from lerobot_steer.policies.common.frozen_base import first_success_frames
+    from lerobot_steer.rl.offline_data import load_offline_buffer
 
     policy, pre = na_policy
     buffer = load_offline_buffer(_dataset_cfg(state_dataset), policy, pre, cut_at_success=True, seed=0, progress=False)

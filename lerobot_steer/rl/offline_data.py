@@ -21,7 +21,6 @@ offline chunks carry the online MDP's returns.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,34 +29,13 @@ from tqdm.auto import tqdm
 from lerobot.configs.default import DatasetConfig
 from lerobot.utils.constants import ACTION
 
-from lerobot_steer.policies.common.frozen_base import observations
+from lerobot_steer.policies.common.frozen_base import first_success_frames, observations
 
 from .replay_buffer import INFO, NEXT_STATE, STATE, ChunkReplayBuffer
 
 logger = logging.getLogger(__name__)
 
 READ_BATCH = 256
-
-
-def first_success_frames(dataset_meta) -> torch.Tensor | None:
-    """Per episode, the frame index of its first `next.success` (-1: never). None without the column."""
-    if "next.success" not in dataset_meta.features:
-        return None
-    import pyarrow.parquet as pq
-
-    files = sorted(Path(dataset_meta.root).glob("data/**/*.parquet"))
-    if not files:
-        raise ValueError(f"{dataset_meta.root}/data has no parquet files")
-    tables = [pq.read_table(f, columns=["episode_index", "frame_index", "next.success"]) for f in files]
-    episodes = torch.cat([torch.as_tensor(t.column("episode_index").to_numpy()).long() for t in tables])
-    frames = torch.cat([torch.as_tensor(t.column("frame_index").to_numpy()).long() for t in tables])
-    success = torch.cat([
-        torch.as_tensor(t.column("next.success").to_numpy(zero_copy_only=False)).reshape(-1).bool() for t in tables
-    ])
-    never = torch.iinfo(torch.long).max
-    first = torch.full((int(episodes.max()) + 1,), never, dtype=torch.long)
-    first.scatter_reduce_(0, episodes[success], frames[success], "amin")
-    return torch.where(first == never, torch.full_like(first, -1), first)
 
 
 def _one_frame(value: torch.Tensor, feature_ndim: int) -> torch.Tensor:
@@ -171,7 +149,7 @@ def _reaches_episode_end(batch: dict, config) -> torch.Tensor:
 def check_offline_observations(offline: ChunkReplayBuffer, env_keys: set[str]) -> None:
     """The dataset's observation keys must be the env's (LeRobot names), or the two halves of a batch
     could not be joined: refused before the prefill, naming the keys on each side."""
-    dataset_keys = {k.split(".", 1)[1] for k in offline.storage if k.startswith(f"{STATE}.")}
+    dataset_keys = offline.observation_keys()
     if dataset_keys != env_keys:
         raise ValueError(
             f"--dataset.*: the dataset's observations {sorted(dataset_keys)} are not the env's {sorted(env_keys)} "
@@ -188,7 +166,7 @@ def mixed_with_offline(online: ChunkReplayBuffer, offline: ChunkReplayBuffer, on
 
     if not online.storage:
         raise RuntimeError("mix offline data only once the online buffer holds transitions")
-    check_offline_observations(offline, {k.split(".", 1)[1] for k in online.storage if k.startswith(f"{STATE}.")})
+    check_offline_observations(offline, online.observation_keys())
     offline.add_missing_columns(online)
     for name, stored in offline.storage.items():
         if name not in online.storage:

@@ -146,6 +146,10 @@ class ChunkReplayBuffer:
         self.position = (self.position + keep) % self.capacity
         self.size = min(self.size + keep, self.capacity)
 
+    def observation_keys(self) -> set[str]:
+        """The LeRobot observation keys the stored transitions carry (e.g. `observation.state`)."""
+        return {name.split(".", 1)[1] for name in self.storage if name.startswith(f"{STATE}.")}
+
     def add_missing_columns(self, like: ChunkReplayBuffer, fill: float = float("nan")) -> list[str]:
         """Give this buffer every column of `like` that it lacks, filled with `fill` (returns their names).
 

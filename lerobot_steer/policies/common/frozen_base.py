@@ -438,6 +438,30 @@ def episode_success(dataset_meta) -> Tensor | None:
     Read from the frames, not from per-episode stats: LeRobot 0.6.1's loaded episode metadata does not
     carry the `stats/...` columns, and reading them would silently count every episode as a success.
     """
+    frames = _success_columns(dataset_meta, ("episode_index", "next.success"))
+    if frames is None:
+        return None
+    episodes, success = frames["episode_index"], frames["next.success"]
+    table = torch.zeros(int(episodes.max()) + 1)
+    table.scatter_reduce_(0, episodes, success.float(), "amax")
+    return table.bool()
+
+
+def first_success_frames(dataset_meta) -> Tensor | None:
+    """Per episode, the frame index of its first `next.success` (-1: never). None without the column."""
+    frames = _success_columns(dataset_meta, ("episode_index", "frame_index", "next.success"))
+    if frames is None:
+        return None
+    episodes, index, success = frames["episode_index"], frames["frame_index"], frames["next.success"]
+    never = torch.iinfo(torch.long).max
+    first = torch.full((int(episodes.max()) + 1,), never, dtype=torch.long)
+    first.scatter_reduce_(0, episodes[success], index[success], "amin")
+    return torch.where(first == never, torch.full_like(first, -1), first)
+
+
+def _success_columns(dataset_meta, columns: tuple[str, ...]) -> dict[str, Tensor] | None:
+    """`columns` (next.success as bool, the others as int64) of every frame in the dataset's data files;
+    None when the dataset declares no next.success."""
     if dataset_meta is None or "next.success" not in getattr(dataset_meta, "features", {}):
         return None
     import pyarrow.parquet as pq
@@ -445,19 +469,17 @@ def episode_success(dataset_meta) -> Tensor | None:
     files = sorted(Path(dataset_meta.root).glob("data/**/*.parquet"))
     if not files:
         raise ValueError(f"{dataset_meta.root}/data has no parquet files: cannot read next.success per episode")
-    episodes, success = [], []
+    parts: dict[str, list[Tensor]] = {name: [] for name in columns}
     for file in files:
-        missing = {"episode_index", "next.success"} - set(pq.read_schema(file).names)
+        missing = set(columns) - set(pq.read_schema(file).names)
         if missing:
             raise ValueError(
                 f"{file} has no {' / '.join(sorted(missing))} column although {dataset_meta.root}/meta/info.json "
                 "declares next.success: the dataset is inconsistent, so the episodes recorded as successful "
                 "cannot be told (re-record or repair it, or train on a dataset with a reward column)"
             )
-        table = pq.read_table(file, columns=["episode_index", "next.success"])
-        episodes.append(torch.as_tensor(table.column("episode_index").to_numpy()).long())
-        success.append(torch.as_tensor(table.column("next.success").to_numpy(zero_copy_only=False)).reshape(-1).bool())
-    episodes, success = torch.cat(episodes), torch.cat(success)
-    table = torch.zeros(int(episodes.max()) + 1)
-    table.scatter_reduce_(0, episodes, success.float(), "amax")
-    return table.bool()
+        table = pq.read_table(file, columns=list(columns))
+        for name in columns:
+            values = torch.as_tensor(table.column(name).to_numpy(zero_copy_only=False)).reshape(-1)
+            parts[name].append(values.bool() if name == "next.success" else values.long())
+    return {name: torch.cat(values) for name, values in parts.items()}

@@ -239,6 +239,51 @@ def test_the_registered_rl_algorithm_runs_the_same_loss_and_the_critic_learns(di
     algorithm.load_state_dict(state)
 
 
+def test_value_bootstrap_needs_no_base_decode_and_its_value_learns_q_of_the_replayed_chunks(diffusion_base, monkeypatch):
+    """td_bootstrap="value" (lerobot-steer-rl's default): y = R + gamma^k min_j Vbar_j(s'), with V
+    regressing Q(s, a) on the replayed chunks; an update never decodes the base. Offline (a
+    dataset, or a checkpoint saved before the field) keeps the reference's decode at s'."""
+    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    assert _policy(adapter).config.td_bootstrap == "decode" and _policy(adapter).value is None
+    torch.manual_seed(0)
+    policy = _policy(adapter, td_bootstrap="value", critic_lr=3e-3, hidden_dims=[64, 64])
+    algorithm = make_algorithm(DynaVGDAlgorithmConfig(policy_config=policy.config, grad_steps_per_update=4), policy)
+    b = 16
+    obs = {k: v.expand(b, *v.shape[1:]) for k, v in batch_maker(adapter.policy)(1, 3).items()}
+    chunk = adapter.sample(policy._as_history(obs), adapter.sample_noise(b))[:, : policy.config.n_exec]
+    batch = {"state": obs, "action": chunk, "reward": -chunk.pow(2).sum((1, 2)), "next_state": obs,
+             "done": torch.zeros(b), "truncated": torch.zeros(b)}
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("an update with td_bootstrap=value decoded the base")
+
+    monkeypatch.setattr(adapter, "sample", no_decode)
+    monkeypatch.setattr(adapter, "guided_sample", no_decode)
+    t = policy.transitions_from_replay(batch)
+    _, metrics = policy.compute_loss(t)
+    with torch.no_grad():
+        empty = chunk.new_zeros(b, 0)
+        v_next = policy.value_target(t.next_obs, empty).min(0).values
+        expected = policy.learning_reward(t) + policy.config.discount ** policy.discount_exponent(t) * v_next
+    assert float(metrics["td_target_mean"]) == pytest.approx(float(expected.mean()), rel=1e-5)
+
+    def replay():
+        while True:
+            yield batch
+
+    iterator = replay()
+    stats = [algorithm.update(iterator) for _ in range(40)]
+    assert set(algorithm.optimizers) == {"critic", "value"}
+    assert stats[-1].losses["value_loss"] < 0.2 * stats[0].losses["value_loss"]
+    with torch.no_grad():  # V(s) follows Q(s, a) of the chunks the buffer holds
+        q = policy.critic(obs, chunk)
+        v = policy.value(obs, empty)
+    assert float((v - q).abs().mean()) < 0.1 * float(q.abs().mean())
+    # Actors need the critic only; V and its target are algorithm state, restored on resume.
+    assert set(algorithm.get_weights()) == {"critic", "guidance"}
+    assert {k.split(".")[0] for k in algorithm.state_dict()} == {"critic_target", "value", "value_target"}
+
+
 # ------------------------------------------------------------------------------ checkpoints
 
 LOAD_AND_ACT = """

@@ -213,8 +213,8 @@ def test_policy_path_continues_from_trained_weights(state_checkpoint, tmp_path):
 
 def test_online_defaults_pick_dsrl_sac_and_each_methods_update_ratio(state_checkpoint, tmp_path):
     """`--policy.type=dsrl` alone trains DSRL-SAC online (its updates never decode the base), with
-    2 gradient steps per chunk transition, 4 critics and noise in [-1, 1]; VGD decodes in every
-    update: 0.25."""
+    2 gradient steps per chunk transition, 4 critics and noise in [-1, 1]; VGD bootstraps from its
+    value network online (no decode in an update): 2, and 0.25 when asked to decode as the reference."""
     from lerobot_steer.policies.dsrl import DSRLConfig
     from lerobot_steer.policies.dyna_vgd import DynaVGDConfig
     from lerobot_steer.rl.config import SteerRLConfig
@@ -226,7 +226,11 @@ def test_online_defaults_pick_dsrl_sac_and_each_methods_update_ratio(state_check
     assert not dsrl.eval.deterministic  # scored as it acts in lerobot-eval: sampled noise
     vgd = SteerRLConfig(policy=DynaVGDConfig(base_policy_path=str(state_checkpoint)), output_dir=tmp_path / "b")
     vgd.validate()
-    assert vgd.utd_ratio == 0.25
+    assert vgd.policy.td_bootstrap == "value" and vgd.utd_ratio == 2.0
+    vgd_decode = SteerRLConfig(policy=DynaVGDConfig(base_policy_path=str(state_checkpoint), td_bootstrap="decode"),
+                               output_dir=tmp_path / "d")
+    vgd_decode.validate()
+    assert vgd_decode.utd_ratio == 0.25
     na = SteerRLConfig(policy=DSRLConfig(base_policy_path=str(state_checkpoint), variant="na"), output_dir=tmp_path / "c")
     na.validate()
     assert na.utd_ratio == 0.5 and na.policy.noise_bound == 1.0

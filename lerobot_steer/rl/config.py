@@ -68,9 +68,10 @@ class SteerRLConfig:
     utd_ratio: gradient steps per collected chunk transition (one transition = one executed chunk
         of one env). None: the method's default (`default_utd_ratio`): DSRL-SAC 2 (the references
         make 5 on robomimic, utd 20 per step of 4 envs, with 3 x 2048 networks; at 4 our 2-critic
-        runs over-estimated and ran at 30 env steps/s on 2 cores), DSRL-NA 0.5 and (Dynamic) VGD
-        0.25, whose every gradient step decodes the base (twice for NA) and would otherwise cap a
-        CPU run at a few env steps per second.
+        runs over-estimated and ran at 30 env steps/s on 2 cores), DSRL-NA 0.5, (Dynamic) VGD 2
+        with its decode-free value bootstrap (`--policy.td_bootstrap=value`, the online default) and
+        0.25 with the reference's guided decode at s' (`decode`), whose every gradient step decodes
+        the base and would otherwise cap a CPU run at a few env steps per second.
     batch_size / buffer_capacity: replay batch size and capacity (in chunk transitions).
     dataset: offline data mixed into every update batch (`--dataset.repo_id=... --dataset.root=...`,
         LeRobot's dataset options), e.g. the demonstrations the base was trained on. Its chunks are
@@ -136,6 +137,8 @@ class SteerRLConfig:
                     "from the noise that produced each chunk, which recorded actions do not have. Use "
                     "--policy.variant=na (its action critic learns from recorded chunks) or drop --dataset.*"
                 )
+        if self.policy.type == "dyna_vgd":
+            self.policy.resolve_td_bootstrap(online=True)
         if self.dataset is not None:
             check_local_dataset(self.dataset)
         if self.utd_ratio is None:
@@ -188,4 +191,4 @@ def default_utd_ratio(policy: PreTrainedConfig) -> float:
     """Gradient steps per chunk transition when --utd_ratio is not given (see SteerRLConfig)."""
     if policy.type == "dsrl":
         return 2.0 if policy.variant == "sac" else 0.5
-    return 0.25
+    return 2.0 if policy.td_bootstrap == "value" else 0.25

@@ -3,7 +3,7 @@
 The critics live in `DynaVGDPolicy` and the loss is its `compute_loss()` (the same code lerobot-train
 runs through `forward()`); the update loop, the optimizer and the state plumbing are
 `SteeringAlgorithm`'s. What is VGD's own: only the critics train (each gradient step guides a decode
-at s' for its TD target; `policy.update()` then moves the targets, the TD error average and the
+at s' for its TD target, or, with `td_bootstrap="value"`, a value network bootstraps it and trains beside them; `policy.update()` then moves the targets, the TD error average and the
 warm-up counter), and the split between what actors need (the critic, which guides their decodes,
 and the guidance state: TD error average and warm-up counter) and what is algorithm state (the
 target critics).
@@ -50,10 +50,13 @@ class DynaVGDAlgorithm(SteeringAlgorithm):
     config_class = DynaVGDAlgorithmConfig
     name = "dyna_vgd"
     policy: DynaVGDPolicy
-    state_modules = ("critic_target",)
+    state_modules = ("critic_target", "value", "value_target")
 
     def optimizer_groups(self) -> dict[str, tuple[list[Tensor], float]]:
-        return {"critic": (list(self.policy.critic.parameters()), self.policy.config.critic_lr)}
+        groups = {"critic": (list(self.policy.critic.parameters()), self.policy.config.critic_lr)}
+        if self.policy.value is not None:  # td_bootstrap="value"
+            groups["value"] = (list(self.policy.value.parameters()), self.policy.config.critic_lr)
+        return groups
 
     def get_weights(self) -> dict[str, Any]:
         """What actors need to guide: the online critic and the guidance state."""

@@ -201,15 +201,30 @@ def noise_critic_loss(
     with torch.no_grad():
         a = action(noise) if callable(action) else action
         q_a = action_critic(obs if action_critic_obs is None else action_critic_obs, a)
-    q_w = noise_critic(obs, noise)
-    if q_w.shape != q_a.shape:
-        raise ValueError(f"Q^W {tuple(q_w.shape)} and Q^A {tuple(q_a.shape)} need the same heads and batch")
-    diff = q_w - q_a
+    return _headwise_distillation(noise_critic(obs, noise), q_a, "Q^W", "noise_critic", "q_noise_mean")
+
+
+def value_loss(value: nn.Module, action_critic: nn.Module, obs: Tensor, action: Tensor) -> tuple[Tensor, Metrics]:
+    """(Dynamic) VGD's decode-free bootstrap: 0.5 * sum_j MSE(V_j(s), stopgrad Q_j(s, a)), head-wise,
+    on the replay's own chunks a (what the acting policy, the guided base, chose at s).
+
+    V is then the value of the policy that filled the buffer, so r + gamma^k V(s') is the TD target
+    of that policy without decoding at s' (the reference decodes a guided chunk there in every
+    update, 5 s per gradient step at batch 256 on this project's CPU). It is IQL's value regression
+    at expectile 1/2. `value` is a critic over an empty action, called as value(obs, (B, 0)).
+    """
+    with torch.no_grad():
+        q_a = action_critic(obs, action)
+    v = value(obs, action.new_zeros(action.shape[0], 0))
+    return _headwise_distillation(v, q_a, "V", "value", "value_mean")
+
+
+def _headwise_distillation(student: Tensor, teacher: Tensor, what: str, name: str, mean_name: str) -> tuple[Tensor, Metrics]:
+    """0.5 * sum_j MSE(student_j, teacher_j) with `<name>_loss`, `<mean_name>`, `<name>_error` metrics."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"{what} {tuple(student.shape)} and its target {tuple(teacher.shape)} need the same heads and batch")
+    diff = student - teacher
     loss = 0.5 * diff.pow(2).mean(dim=1).sum()
     with torch.no_grad():
-        metrics = {
-            "noise_critic_loss": loss.detach(),
-            "q_noise_mean": q_w.mean(),
-            "noise_critic_error": diff.abs().mean(),
-        }
+        metrics = {f"{name}_loss": loss.detach(), mean_name: student.mean(), f"{name}_error": diff.abs().mean()}
     return loss, metrics

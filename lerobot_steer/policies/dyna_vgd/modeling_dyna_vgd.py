@@ -46,7 +46,7 @@ from lerobot_steer.policies.common.frozen_base import (
 )
 from lerobot_steer.steering.base_adapter import BasePolicyAdapter
 from lerobot_steer.steering.guidance import ValueGuide, warmup_factor
-from lerobot_steer.steering.losses import critic_td_loss, metrics_to_floats
+from lerobot_steer.steering.losses import critic_td_loss, metrics_to_floats, value_loss
 from lerobot_steer.steering.networks import frozen_call, polyak_update
 
 from .bc_base import diffusion_batch
@@ -86,11 +86,15 @@ class DynaVGDPolicy(SteeringPolicyMixin, PreTrainedPolicy):
     ):
         super().__init__(config)
         config.check_base_mode()
+        config.resolve_td_bootstrap(online=False)  # lerobot-steer-rl resolved its online choice already
         self._init_base(base_adapter, base_policy_dir, dataset_meta)
         self.action_dim = self.adapter.action_dim
         scales = unnormalized_feature_stats(config, self.adapter.preprocessor)
         self.critic = ObservationCritic(make_observation_encoder(config, scales), config.n_exec * self.action_dim, config)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # td_bootstrap="value": V(s) regresses Q(s, a) on replayed chunks; its Polyak target bootstraps.
+        self.value = ObservationCritic(make_observation_encoder(config, scales), 0, config) if config.td_bootstrap == "value" else None
+        self.value_target = None if self.value is None else copy.deepcopy(self.value).requires_grad_(False)
         self.register_buffer("td_error_ema", torch.zeros(()))
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
         self._last_td_error: Tensor | None = None
@@ -197,7 +201,9 @@ class DynaVGDPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         settings), then the online critics at `critic_lr` (no weight decay). A frozen base and the
         target critics are never optimized."""
         critic = {"params": list(self.critic.parameters()), "lr": self.config.critic_lr, "weight_decay": 0.0}
-        return [*self.base_provider.optim_params(self.adapter), critic]
+        value = [] if self.value is None else [
+            {"params": list(self.value.parameters()), "lr": self.config.critic_lr, "weight_decay": 0.0}]
+        return [*self.base_provider.optim_params(self.adapter), critic, *value]
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
         """lerobot-train: the base's own loss if it trains (bc mode: LeRobot's diffusion loss, in train
@@ -215,18 +221,28 @@ class DynaVGDPolicy(SteeringPolicyMixin, PreTrainedPolicy):
 
     def compute_loss(self, t: ChunkTransitions) -> tuple[Tensor, dict[str, Tensor]]:
         """TD loss of the critics: y = R + gamma^k (1 - terminated) min_j Qbar_j(s', a'), with
-        a' the guided decode of the base at s' (fresh N(0, I) noise, current online critic)."""
+        a' the guided decode of the base at s' (fresh N(0, I) noise, current online critic); with
+        `td_bootstrap="value"`, y = R + gamma^k (1 - terminated) min_j Vbar_j(s') and the value
+        network's own regression onto Q(s, a) is added (`value_loss`)."""
         c = self.config
-        with torch.no_grad():
-            next_obs = self._as_history(t.next_obs)
-            noise = self.adapter.sample_noise(t.action.shape[0])
-            next_action, guidance = self.guided_decode(next_obs, noise)
+        if self.value is not None:
+            bootstrap, next_action, guidance = self.value_target, t.action.new_zeros(t.action.shape[0], 0), {}
+        else:
+            with torch.no_grad():
+                next_obs = self._as_history(t.next_obs)
+                noise = self.adapter.sample_noise(t.action.shape[0])
+                next_action, guidance = self.guided_decode(next_obs, noise)
+            bootstrap = self.critic_target
         clamp = None if c.td_target_clamp is None else (-c.td_target_clamp, c.td_target_clamp)
         loss, metrics = critic_td_loss(
-            self.critic, self.critic_target, t.obs, t.action, self.learning_reward(t), t.next_obs, next_action, t.terminated,
+            self.critic, bootstrap, t.obs, t.action, self.learning_reward(t), t.next_obs, next_action, t.terminated,
             gamma=c.discount, n_steps=self.discount_exponent(t), next_log_prob=None, q_reduce=c.q_reduce, target_clamp=clamp,
         )
         self._last_td_error = metrics["td_error"]
+        if self.value is not None:
+            loss_v, value_metrics = value_loss(self.value, self.critic, t.obs, t.action)
+            loss = loss + loss_v
+            metrics.update(value_metrics)
         metrics.update(guidance)
         metrics["chunk_reward_mean"] = t.reward.detach().mean()
         return loss, metrics
@@ -238,6 +254,8 @@ class DynaVGDPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         if not self.trains_critic:
             return
         polyak_update(self.critic_target, self.critic, self.config.tau)
+        if self.value is not None:
+            polyak_update(self.value_target, self.value, self.config.tau)
         if self._last_td_error is not None:
             td = self._last_td_error.to(self.td_error_ema)
             decay = self.config.td_error_ema_decay if int(self.n_updates) > 0 else 0.0

@@ -173,6 +173,37 @@ def test_linear_anneal_weights_later_denoising_steps_more(quadratic_policy):
     assert stats["lambda"] == pytest.approx(0.05 * sum((i + 1) / n for i in range(n)) / n)
 
 
+class ScaledCritic(nn.Module):
+    """`scale` times another critic: the same ranking of chunks in other units of Q."""
+
+    def __init__(self, critic: nn.Module, scale: float):
+        super().__init__()
+        self.critic, self.scale = critic, scale
+
+    def forward(self, obs, action):
+        return self.scale * self.critic(obs, action)
+
+
+def test_normalized_gradient_guidance_moves_chunks_as_far_whatever_the_q_scale(quadratic_policy):
+    """guidance_normalize: lambda is a step in action units, so Q in other units (another reward
+    scale, discount or critic width) moves the chunk exactly as far; the raw gradient moves it ~100x."""
+    policy, obs, noise, target = quadratic_policy
+    policy.config.guidance_mode = "fixed"
+
+    def shift(scale: float, normalize: bool) -> float:
+        policy.config.guidance_normalize = normalize
+        _stats(policy, obs, noise, target, torch.zeros(4))
+        policy.critic = ScaledCritic(policy.critic, scale)
+        policy.reset()
+        policy.select_action(obs, noise=noise)
+        return policy.last_guidance_stats["guidance_action_shift"]
+
+    assert shift(100.0, True) == pytest.approx(shift(1.0, True), rel=1e-4)
+    assert shift(100.0, False) > 50 * shift(1.0, False)  # (not exactly 100x: the second guided step starts elsewhere)
+    # the RMS of a normalized step is lambda: its mean |shift| is at most that
+    assert 0.2 * 0.05 < shift(1.0, True) <= 0.05 + 1e-6
+
+
 # --------------------------------------------------------------------------------- training
 
 

@@ -92,6 +92,10 @@ class ValueGuide:
         q_reduce: how heads combine for the gradient ("min" in both references).
         action_clip: clamp x0_g to [-clip, clip] (Dynamic VGD's final_action_clip_value; only right
             for actions normalized to [-1, 1]), None to leave it.
+        normalize_gradient: use grad_a Q / rms(grad_a Q) (per sample, RMS over the chunk's entries)
+            instead of the raw gradient, so that lambda is the RMS shift of x0_hat per guided step in
+            normalized action units, whatever the scale of Q (the references' raw gradient needs
+            lambda retuned whenever the return scale or the critic's width changes).
 
     After a decode, `stats()` holds the means over guided steps and samples of `lambda` (the
     effective step lambda_i), `w_local`, `w_global`, `guidance_weight`, `sigma_q`, and what the
@@ -113,6 +117,7 @@ class ValueGuide:
         anneal: str = "off",
         q_reduce: QReduce = "min",
         action_clip: float | None = None,
+        normalize_gradient: bool = False,
     ):
         if mode not in GUIDANCE_MODES:
             raise ValueError(f"guidance mode must be one of {GUIDANCE_MODES}, got {mode!r}")
@@ -120,6 +125,7 @@ class ValueGuide:
         self.lambda_base, self.mode, self.td_error = lambda_base, mode, td_error
         self.beta, self.c_local, self.c_global, self.weight_range = beta, c_local, c_global, weight_range
         self.anneal, self.q_reduce, self.action_clip = anneal, q_reduce, action_clip
+        self.normalize_gradient = normalize_gradient
         self._sums: dict[str, Tensor] = {}
         self._count = 0
 
@@ -141,7 +147,11 @@ class ValueGuide:
             w_global = torch.ones((), dtype=sigma.dtype, device=sigma.device)
         lam = self.lambda_base * step_anneal(step.index, step.num_steps, self.anneal) * weight  # (B,)
         action = action.detach()
-        guided = action + lam.view(-1, *([1] * (action.dim() - 1))) * grad
+        direction = grad
+        if self.normalize_gradient:
+            rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
+            direction = grad / rms.view(-1, *([1] * (grad.dim() - 1)))
+        guided = action + lam.view(-1, *([1] * (action.dim() - 1))) * direction
         if self.action_clip is not None:
             guided = guided.clamp(-self.action_clip, self.action_clip)
         with torch.no_grad():  # what guidance bought: the critic's value after minus before the shift

@@ -83,6 +83,9 @@ class DynaVGDConfig(SteeringConfig):
             batch mean |Q_j - y| over gradient steps (the reference averages its last 20 steps).
         guided_action_clip: clamp the guided clean action to [-clip, clip] (the reference's 1.0 for
             MIN_MAX-normalized actions); None leaves it (right for MEAN_STD-normalized VLA actions).
+        guidance_normalize: step along grad_a Q / rms(grad_a Q): lambda_base is then the RMS shift of
+            the clean action per guided step in normalized action units (e.g. 0.05), independent of
+            the Q scale and of the critic's width. False: the references' raw gradient.
         guide_actions: False acts with the unguided base (critic still trained), e.g. to measure it.
         acting_noise: the initial noise of an acting decode: "tanh_gaussian" (tanh(N(0, I)), std
             about 0.63, as the reference acts) or "gaussian" (N(0, I)). Compare a guided policy with
@@ -122,6 +125,7 @@ class DynaVGDConfig(SteeringConfig):
     weight_max: float = 1.0
     td_error_ema_decay: float = 0.95
     guided_action_clip: float | None = None
+    guidance_normalize: bool = False
     guide_actions: bool = True
     acting_noise: str = "tanh_gaussian"
 

@@ -133,7 +133,7 @@ class DynaVGDPolicy(SteeringPolicyMixin, PreTrainedPolicy):
             lambda_base=self.lambda_base, mode=c.guidance_mode, td_error=self.td_error_ema,
             beta=c.uncertainty_beta, c_local=c.c_local, c_global=c.c_global,
             weight_range=(c.weight_min, c.weight_max), anneal=c.guidance_anneal, q_reduce=c.q_reduce,
-            action_clip=c.guided_action_clip,
+            action_clip=c.guided_action_clip, normalize_gradient=c.guidance_normalize,
         )
 
     def guided_decode(self, obs: dict[str, Tensor], noise: Tensor, *, guide: bool = True) -> tuple[Tensor, dict[str, Tensor]]:

@@ -188,9 +188,12 @@ def test_dyna_vgd_online_run_logs_the_guidance_components(state_checkpoint, tmp_
     out = tmp_path / "vgd"
     rl_cli("dyna_vgd", state_checkpoint, out, "--steps=64", "--log_freq=64", "--save_freq=64", "--eval.n_episodes=0")
     (row,) = rows(out)
-    for name in ("critic_loss", "lambda", "w_local", "w_global", "sigma_q", "td_error_ema", "acting/lambda"):
+    # The guidance components come from the acting decodes; the online updates bootstrap from the
+    # value network (no decode in an update), whose loss is logged beside the critic's.
+    for name in ("critic_loss", "value_loss", "td_error", "acting/lambda", "acting/w_local", "acting/w_global",
+                 "acting/sigma_q", "acting/td_error_ema", "acting/guidance_action_shift"):
         assert name in row, f"{name} not logged"
-    assert 0 < row["w_local"] <= 1 and 0 < row["w_global"] <= 1
+    assert 0 < row["acting/w_local"] <= 1 and 0 < row["acting/w_global"] <= 1
     assert row["updates"] > 0 and "eval/success_rate" not in row  # --eval.n_episodes=0 turns evaluation off
 
 

@@ -147,11 +147,8 @@ class ValueGuide:
             w_global = torch.ones((), dtype=sigma.dtype, device=sigma.device)
         lam = self.lambda_base * step_anneal(step.index, step.num_steps, self.anneal) * weight  # (B,)
         action = action.detach()
-        direction = grad
-        if self.normalize_gradient:
-            rms = grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
-            direction = grad / rms.view(-1, *([1] * (grad.dim() - 1)))
-        guided = action + lam.view(-1, *([1] * (action.dim() - 1))) * direction
+        step_size = lam / grad.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12) if self.normalize_gradient else lam
+        guided = action + step_size.view(-1, *([1] * (action.dim() - 1))) * grad
         if self.action_clip is not None:
             guided = guided.clamp(-self.action_clip, self.action_clip)
         with torch.no_grad():  # what guidance bought: the critic's value after minus before the shift

@@ -12,7 +12,7 @@ window only (after prefill), with the loop's own breakdown: physics (env.step in
 bookkeeping), inference (preprocessing + actor + base decode for acting), updates (gradient steps),
 other (buffer, checkpoints). Checkpoints and evaluation are off.
 
-    python scripts/benchmark_rl.py [--n_envs 1 2 4 8] [--steps 4096] [--variants sac na na_reference] [--threads 2]
+    python scripts/benchmark_rl.py [--n_envs 1 2 4 8] [--steps 4096] [--variants sac na na_reference] [--na_aliases 4 2] [--threads 2]
 
 Read the ratios if the machine is shared (the load average is printed).
 """
@@ -36,10 +36,13 @@ from lerobot_steer.steering.tiny_bases import save_base, sim_state_diffusion
 GOAL = 300.0
 
 
-def run(base: Path, out: Path, variant: str, n_envs: int, steps: int, prefill: int, utd: float, batch: int) -> dict:
+def run(base: Path, out: Path, variant: str, n_envs: int, steps: int, prefill: int, utd: float, batch: int,
+        na_aliases: int | None = None) -> dict:
     # na: lerobot-steer-rl's DSRL-NA (aliases decoded while acting, noise-critic bootstrap);
     # na_reference: the reference's DSRL-NA, two base decodes of the batch in every update.
     reference = {"na_aliases": 0, "na_bootstrap": "decode"} if variant == "na_reference" else {}
+    if variant == "na" and na_aliases is not None:
+        reference = {"na_aliases": na_aliases}
     cfg = SteerRLConfig(
         policy=DSRLConfig(base_policy_path=str(base), device="cpu", variant=variant.removesuffix("_reference"),
                           **reference),
@@ -64,6 +67,9 @@ def main() -> None:
     parser.add_argument("--utd", type=float, default=None,
                         help="gradient steps per chunk transition (default: each variant's lerobot-steer-rl default)")
     parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--na_aliases", type=int, nargs="+", default=[None],
+                        help="DSRL-NA prior noises decoded beside each acting decode (default: the config's); "
+                             "several values run side by side")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,14 +79,19 @@ def main() -> None:
         torch.manual_seed(0)
         base = save_base(*sim_state_diffusion(), Path(tmp) / "base")
         print(f"load average before: {os.getloadavg()[0]:.2f}; torch threads: {torch.get_num_threads()}")
-        for variant in args.variants:
-            for n in args.n_envs if variant == "sac" else [args.na_n_envs]:
-                # The prefill must fill a first batch (one transition per env per 8-step chunk).
-                prefill = max(args.prefill, 8 * -(-args.batch_size // n))
-                row = run(base, Path(tmp) / f"{variant}_{n}", variant, n, args.steps, prefill, args.utd, args.batch_size)
-                results.append((variant, n, row))
-                print(f"dsrl-{variant} n_envs={n}: {row['env_steps_per_s']:.0f} env steps/s, "
-                      f"{row['updates']} updates", flush=True)
+        runs = [(v, n, None) for v in args.variants if v != "na" for n in (args.n_envs if v == "sac" else [args.na_n_envs])]
+        if "na" in args.variants:
+            runs += [("na", args.na_n_envs, k) for k in args.na_aliases]
+        for variant, n, aliases in runs:
+            # Updates start once the buffer holds a batch: one transition per 8-step chunk of one env, so a
+            # batch of B transitions takes 8 * B env steps whatever n_envs is.
+            prefill = max(args.prefill, 8 * args.batch_size)
+            name = variant if aliases is None else f"{variant} (na_aliases={aliases})"
+            row = run(base, Path(tmp) / f"{variant}_{n}_{aliases}", variant, n, args.steps, prefill, args.utd,
+                      args.batch_size, aliases)
+            results.append((name, n, row))
+            print(f"dsrl-{name} n_envs={n}: {row['env_steps_per_s']:.0f} env steps/s, "
+                  f"{row['updates']} updates", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}\n")
 
     print(f"| variant | n_envs | env steps/s | x n_envs=1 | physics | inference | updates | other | goal >= {GOAL:.0f} |")

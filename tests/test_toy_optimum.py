@@ -88,7 +88,7 @@ def _train_online(policy, algorithm, act, obs, reward_of, *, iterations: int, pr
     return policy
 
 
-@pytest.mark.slow  # 25-200 s on CPU: thousands of updates
+@pytest.mark.slow  # 5-30 s each on CPU: hundreds of updates
 @pytest.mark.parametrize("variant", ["sac", "na", "na_online"])
 def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_base, variant):
     """na: the reference's DSRL-NA (base decodes in every update, as lerobot-train runs it offline);
@@ -109,7 +109,7 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_bas
             return policy.decode(obs, w), w
         return policy.decode(obs, w), w, policy.acting_aliases(policy._as_history(obs), config.na_aliases)
 
-    _train_online(policy, algorithm, act, obs, reward_of, iterations=200 if variant == "sac" else 300)
+    _train_online(policy, algorithm, act, obs, reward_of, iterations={"sac": 120, "na": 100, "na_online": 120}[variant])
     with torch.no_grad():
         sampled = float(reward_of(policy.predict_action_chunk(obs, deterministic=False)).mean())
         mean = float(reward_of(policy.predict_action_chunk(obs, deterministic=True)).mean())
@@ -118,7 +118,7 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_bas
     assert mean > 2.5, (mean, free)  # 4 is the optimum (every step on target)
 
 
-@pytest.mark.slow  # about 45 s each on CPU
+@pytest.mark.slow  # 10-20 s each on CPU
 @pytest.mark.parametrize("mode", ["fixed", "dynamic"])
 def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target(diffusion_base, mode):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)

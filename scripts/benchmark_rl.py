@@ -41,8 +41,8 @@ def run(base: Path, out: Path, variant: str, n_envs: int, steps: int, prefill: i
     # na: lerobot-steer-rl's DSRL-NA (aliases decoded while acting, noise-critic bootstrap);
     # na_reference: the reference's DSRL-NA, two base decodes of the batch in every update.
     reference = {"na_aliases": 0, "na_bootstrap": "decode"} if variant == "na_reference" else {}
-    if variant == "na" and na_aliases is not None:
-        reference = {"na_aliases": na_aliases}
+    if na_aliases is not None:  # only set for the na variant
+        reference["na_aliases"] = na_aliases
     cfg = SteerRLConfig(
         policy=DSRLConfig(base_policy_path=str(base), device="cpu", variant=variant.removesuffix("_reference"),
                           **reference),
@@ -82,10 +82,10 @@ def main() -> None:
         runs = [(v, n, None) for v in args.variants if v != "na" for n in (args.n_envs if v == "sac" else [args.na_n_envs])]
         if "na" in args.variants:
             runs += [("na", args.na_n_envs, k) for k in args.na_aliases]
+        # Updates start once the buffer holds a batch: one transition per 8-step chunk of one env, so a
+        # batch of B transitions takes 8 * B env steps whatever n_envs is.
+        prefill = max(args.prefill, 8 * args.batch_size)
         for variant, n, aliases in runs:
-            # Updates start once the buffer holds a batch: one transition per 8-step chunk of one env, so a
-            # batch of B transitions takes 8 * B env steps whatever n_envs is.
-            prefill = max(args.prefill, 8 * args.batch_size)
             name = variant if aliases is None else f"{variant} (na_aliases={aliases})"
             row = run(base, Path(tmp) / f"{variant}_{n}_{aliases}", variant, n, args.steps, prefill, args.utd,
                       args.batch_size, aliases)

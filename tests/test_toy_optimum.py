@@ -88,7 +88,7 @@ def _train_online(policy, algorithm, act, obs, reward_of, *, iterations: int, pr
     return policy
 
 
-@pytest.mark.slow  # 5-30 s each on CPU: hundreds of updates
+@pytest.mark.slow  # 12-42 s each on a loaded 2-core CPU: hundreds of updates
 @pytest.mark.parametrize("variant", ["sac", "na", "na_online"])
 def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_base, variant):
     """na: the reference's DSRL-NA (base decodes in every update, as lerobot-train runs it offline);
@@ -118,7 +118,7 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_bas
     assert mean > 2.5, (mean, free)  # 4 is the optimum (every step on target)
 
 
-@pytest.mark.slow  # 10-20 s each on CPU
+@pytest.mark.slow  # 23-33 s each on a loaded 2-core CPU
 @pytest.mark.parametrize("mode", ["fixed", "dynamic"])
 def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target(diffusion_base, mode):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)

@@ -48,6 +48,17 @@ def _fmt(x, digits=1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def seed_ranges(seeds: list[int]) -> str:
+    """"200000–200099, 400000–400099": the runs of consecutive seeds (a pooled report has several)."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][1] + 1:
+            runs[-1][1] = seed
+        else:
+            runs.append([seed, seed])
+    return ", ".join(f"{a}–{b}" if a != b else str(a) for a, b in runs)
+
+
 def markdown_table(report: dict) -> str:
     """The comparison table (also printed to the console)."""
     head = ["checkpoint", "success", "95 % CI", *FAILURES, "steps to success (mean / median)", "mean return"]
@@ -65,7 +76,7 @@ def markdown_table(report: dict) -> str:
         ]) + " |")
     lines = [
         f"# Evaluation on so101_sim ({report['n_episodes']} episodes, seeds "
-        f"{report['seeds'][0]}–{report['seeds'][-1]}, the same for every checkpoint)", "", *rows,
+        f"{seed_ranges(report['seeds'])}, the same for every checkpoint)", "", *rows,
     ]
     if report["paired_vs_first"]:
         lines += ["", "Paired on seeds (exact McNemar test against the first checkpoint):", ""]

@@ -4,7 +4,7 @@
 2. LeRobot's own `lerobot-train` trains a small diffusion policy on them,
 3. LeRobot's own `lerobot-eval --env.type=so101_sim` evaluates the checkpoint,
 4. `lerobot-steer-rl` fine-tunes it online in the sim with DSRL (an actor over the base's noise),
-5. `lerobot-steer-eval` evaluates the base (as LeRobot samples it, and on its free zero and
+5. `lerobot-steer-eval` evaluates the base (as LeRobot samples it, and on its free zero, tanh and
    executed-steps noises) and the fine-tuned policy on the same seeds (Wilson CI, paired McNemar
    test, failure taxonomy, videos, chart), and a summary prints the table.
 
@@ -121,7 +121,8 @@ def main() -> None:
     print(f"[5/5] lerobot-steer-eval base vs fine-tuned ({args.compare_episodes} episodes, same seeds) -> {compare}")
     shutil.rmtree(compare, ignore_errors=True)
     # The free baselines of the same checkpoint come along: a gain only counts if it beats them too.
-    paths = [str(checkpoint), f"noise:zero:{checkpoint}", f"noise:executed:{checkpoint}", str(tuned)]
+    paths = [str(checkpoint), f"noise:zero:{checkpoint}", f"noise:tanh:{checkpoint}", f"noise:executed:{checkpoint}",
+             str(tuned)]
     run([str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{','.join(paths)}]", "--env.obs_type=state",
          f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1", "--videos.trails=true",
          "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_bases import batch_maker, diffusion_base, one_thread  # noqa: F401  (pytest fixtures)
+from helpers_bases import batch_maker, diffusion_base, one_thread, save_base  # noqa: F401  (pytest fixtures)
 
 from lerobot.rl.algorithms.factory import make_algorithm
 
@@ -27,9 +27,23 @@ from lerobot_steer.rl.dsrl_algorithm import DSRLAlgorithmConfig
 from lerobot_steer.rl.dyna_vgd_algorithm import DynaVGDAlgorithmConfig
 from lerobot_steer.steering import BasePolicyAdapter
 from lerobot_steer.steering.losses import temperature_loss
+from lerobot_steer.steering.tiny_bases import tiny_diffusion
 
 NARROW = dict(device="cpu", hidden_dims=[64, 64])
 BATCH = 64
+# Collect-and-update rounds per method: each setting passed at seed offsets 0, 1 and 2 when probed.
+ITERATIONS = {"sac": 90, "na": 70, "na_online": 90, "vgd": 80}
+
+
+@pytest.fixture(scope="module")
+def fast_base(tmp_path_factory):
+    """For the DSRL tests, which decode in every update (NA) or every round: the tiny diffusion base
+    with one U-Net level and 2 DDIM steps, whose decode costs 40 % of the shared tiny base's (its many
+    small convolutions are what these tests spend their time on). The bandit only needs a decode that
+    is a smooth, biased map from noise to chunk. VGD keeps the shared base: it guides at every
+    denoising step, and 2 steps leave guidance too little room on some seeds (measured)."""
+    torch.manual_seed(0)
+    return save_base(*tiny_diffusion(down_dims=(16,), num_inference_steps=2), tmp_path_factory.mktemp("toy_base"))
 
 
 def _bandit(adapter: BasePolicyAdapter):
@@ -88,12 +102,12 @@ def _train_online(policy, algorithm, act, obs, reward_of, *, iterations: int, pr
     return policy
 
 
-@pytest.mark.slow  # 12-42 s each on a loaded 2-core CPU: hundreds of updates
+@pytest.mark.slow  # 8-21 s each on a 2-core CPU shared with two training runs: hundreds of updates
 @pytest.mark.parametrize("variant", ["sac", "na", "na_online"])
-def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_base, variant):
+def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(fast_base, variant):
     """na: the reference's DSRL-NA (base decodes in every update, as lerobot-train runs it offline);
     na_online: lerobot-steer-rl's DSRL-NA defaults, distilled on aliases decoded while acting."""
-    adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
+    adapter = BasePolicyAdapter.from_pretrained(fast_base)
     obs, reward_of, w_star = _bandit(adapter)
     torch.manual_seed(1)
     config = DSRLConfig(variant=variant.removesuffix("_online"), **NARROW)
@@ -109,7 +123,7 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_bas
             return policy.decode(obs, w), w
         return policy.decode(obs, w), w, policy.acting_aliases(policy._as_history(obs), config.na_aliases)
 
-    _train_online(policy, algorithm, act, obs, reward_of, iterations={"sac": 120, "na": 100, "na_online": 120}[variant])
+    _train_online(policy, algorithm, act, obs, reward_of, iterations=ITERATIONS[variant])
     with torch.no_grad():
         sampled = float(reward_of(policy.predict_action_chunk(obs, deterministic=False)).mean())
         mean = float(reward_of(policy.predict_action_chunk(obs, deterministic=True)).mean())
@@ -118,7 +132,7 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(diffusion_bas
     assert mean > 2.5, (mean, free)  # 4 is the optimum (every step on target)
 
 
-@pytest.mark.slow  # 23-33 s each on a loaded 2-core CPU
+@pytest.mark.slow  # 21-23 s each on a 2-core CPU shared with two training runs
 @pytest.mark.parametrize("mode", ["fixed", "dynamic"])
 def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target(diffusion_base, mode):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
@@ -137,7 +151,7 @@ def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target
             return policy.adapter.sample(policy._as_history(obs), noise)[:, :4], None
         return policy.predict_action_chunk(obs), None
 
-    _train_online(policy, algorithm, act, obs, reward_of, iterations=80)
+    _train_online(policy, algorithm, act, obs, reward_of, iterations=ITERATIONS["vgd"])
     torch.manual_seed(2)
     with torch.no_grad():
         guided = float(reward_of(policy.predict_action_chunk(obs)).mean())

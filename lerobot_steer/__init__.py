@@ -25,3 +25,8 @@ from lerobot_steer import rl  # noqa: E402,F401
 # Policy type `dyna_vgd` (value-guided denoising, fixed or uncertainty-adaptive strength).
 from lerobot_steer.policies.dyna_vgd import configuration_dyna_vgd, modeling_dyna_vgd, processor_dyna_vgd  # noqa: E402,F401
 from lerobot_steer.rl import dyna_vgd_algorithm  # noqa: E402,F401  (RL algorithm type `dyna_vgd`)
+
+# Policy types `pi0_rl`, `pi05_rl` and `smolvla_rl` (LeRobot's VLAs with a stochastic, likelihood-tractable
+# denoising chain and a value head, for PPO / GRPO; exported back to stock pi0 / pi05 / smolvla).
+from lerobot_steer.policies.pi0_rl import configuration_pi0_rl, modeling_pi0_rl, processor_pi0_rl  # noqa: E402,F401
+from lerobot_steer.policies.smolvla_rl import configuration_smolvla_rl, modeling_smolvla_rl, processor_smolvla_rl  # noqa: E402,F401

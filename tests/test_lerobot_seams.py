@@ -373,3 +373,83 @@ def test_reward_from_success_refuses_to_guess_when_the_success_record_cannot_be_
         pq.write_table(pq.read_table(file).drop_columns(["next.success"]), file)
     with pytest.raises(ValueError, match=r"no next\.success column"):
         episode_success(success_dataset)
+
+
+# ------------------------------------------------------------- policies/common/vla_rl.py (pi0_rl, ...)
+
+_VLA_MODELS = [
+    ("lerobot.policies.pi0.modeling_pi0", "PI0Pytorch", "PI0Policy", "paligemma_with_expert",
+     ["images", "img_masks", "lang_tokens", "lang_masks", "state", "noise"]),
+    ("lerobot.policies.pi05.modeling_pi05", "PI05Pytorch", "PI05Policy", "paligemma_with_expert",
+     ["images", "img_masks", "tokens", "masks", "noise"]),
+    ("lerobot.policies.smolvla.modeling_smolvla", "VLAFlowMatching", "SmolVLAPolicy", "vlm_with_expert",
+     ["images", "img_masks", "lang_tokens", "lang_masks", "state", "noise"]),
+]
+
+
+@pytest.mark.parametrize(("module", "model_cls", "policy_cls", "vlm", "args"), _VLA_MODELS)
+def test_vla_sample_actions_is_the_chain_seam_the_rl_policies_drive(module, model_cls, policy_cls, vlm, args):
+    """VLARLPolicyMixin runs `model.sample_actions(*model_inputs, noise=...)` with its `@torch.no_grad`
+    unwrapped (inspect.unwrap, so PPO's re-evaluation has gradients), reads the prefix pass from
+    `embed_prefix` and `<vlm>.forward(inputs_embeds=[prefix, None])`, and each step's expert
+    features from the input of `action_out_proj` in `denoise_step`."""
+    import dataclasses
+
+    owner = importlib.import_module(module)
+    model, policy = getattr(owner, model_cls), getattr(owner, policy_cls)
+    params = _params(model.sample_actions)
+    assert params[1: len(args) + 1] == args, (
+        f"seam moved: {model_cls}.sample_actions takes {params[1:]} (vla_rl model_inputs builds {args[:-1]} + noise)"
+    )
+    raw = inspect.unwrap(model.sample_actions)
+    if "@torch.no_grad" in _source(model.sample_actions):
+        assert raw is not model.sample_actions, (
+            f"seam moved: {model_cls}.sample_actions' no_grad can no longer be unwrapped (evaluate_chain needs "
+            "gradients; tests/test_vla_rl.py checks they reach the VLM)"
+        )
+    sample = _source(raw)
+    for needle in ("self.embed_prefix(", f"self.{vlm}.forward(", "inputs_embeds=[prefix_embs, None]", "euler_integrate("):
+        assert needle in sample, f"seam moved: {model_cls}.sample_actions no longer has `{needle}` (vla_rl._ModelTaps)"
+    assert "self.action_out_proj(" in _source(model.denoise_step), (
+        f"seam moved: {model_cls}.denoise_step no longer ends in action_out_proj (the Flow-Noise head reads its input)"
+    )
+    assert "return embs, pad_masks, att_masks" in _source(model.embed_prefix), (
+        f"seam moved: {model_cls}.embed_prefix no longer returns (embs, pad_masks, att_masks) (value head pooling)"
+    )
+    assert hasattr(model, "sample_noise"), f"seam moved: {model_cls}.sample_noise is gone"
+    assert "train_expert_only" in {f.name for f in dataclasses.fields(policy.config_class)}, (
+        f"seam moved: {policy.config_class.__name__}.train_expert_only is gone (vla_rl_config maps `trainable` onto it)"
+    )
+
+
+def test_vla_policies_decode_through_the_methods_the_rl_policies_override():
+    """pi0 / pi05 select_action decodes through predict_action_chunk, SmolVLA's through _get_action_chunk:
+    the RL policies switch in the stochastic chain there. Their batch helpers build model_inputs."""
+    from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+    from lerobot.policies.pi05.modeling_pi05 import PI05Policy
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    for policy in (PI0Policy, PI05Policy):
+        assert "self.predict_action_chunk(" in _source(policy.select_action), (
+            f"seam moved: {policy.__name__}.select_action no longer calls predict_action_chunk (modeling_pi0_rl)"
+        )
+        assert hasattr(policy, "_preprocess_images"), f"seam moved: {policy.__name__}._preprocess_images is gone"
+    assert hasattr(PI0Policy, "prepare_state") and hasattr(PI0Policy, "_fix_pytorch_state_dict_keys")
+    for method in (SmolVLAPolicy.select_action, SmolVLAPolicy.predict_action_chunk):
+        assert "self._get_action_chunk(" in _source(method), (
+            f"seam moved: SmolVLAPolicy.{method.__name__} no longer calls _get_action_chunk (modeling_smolvla_rl)"
+        )
+    for name in ("prepare_images", "prepare_state"):
+        assert hasattr(SmolVLAPolicy, name), f"seam moved: SmolVLAPolicy.{name} is gone (modeling_smolvla_rl)"
+
+
+def test_pretrained_policy_from_pretrained_builds_through_cls_and_loads_strictly_on_request():
+    """VLARLPolicyMixin.from_pretrained calls PreTrainedPolicy.from_pretrained (not PI0Policy's, which
+    renames keys and swallows load errors) with strict=True, and relies on it building `cls(config, ...)`."""
+    from lerobot.policies.pretrained import PreTrainedPolicy
+
+    assert "strict" in _params(PreTrainedPolicy.from_pretrained)
+    source = _source(PreTrainedPolicy.from_pretrained)
+    assert "instance = cls(config, **kwargs)" in source and "_load_as_safetensor(instance, model_file" in source, (
+        "seam moved: PreTrainedPolicy.from_pretrained no longer builds cls(config) and loads model.safetensors into it"
+    )

@@ -374,24 +374,37 @@ class FlowMatchingDenoiser(Denoiser):
 
     @contextlib.contextmanager
     def guidance(self, guide: Guide, steps: Collection[int] | None) -> Iterator[None]:
-        from lerobot.policies.rtc.configuration_rtc import RTCConfig
-
         if getattr(self.config, "adapt_to_pi_aloha", False):
             raise NotImplementedError(
                 "guided_sample does not support smolvla with adapt_to_pi_aloha=True: its actions are "
                 "transformed after denoising, so the denoised estimate is not in the output space"
             )
-        model = self.policy.model
-        saved_processor, saved_rtc = model.rtc_processor, self.config.rtc_config
         hook = _GuidedVelocity(guide, steps, self.num_inference_steps, self.n_action_steps, self.action_dim)
-        model.rtc_processor = hook
-        self.config.rtc_config = (
-            RTCConfig(enabled=True) if saved_rtc is None else dataclasses.replace(saved_rtc, enabled=True)
-        )
-        try:
+        with velocity_seam(self.policy, hook):
             yield
-        finally:
-            model.rtc_processor, self.config.rtc_config = saved_processor, saved_rtc
+
+
+@contextlib.contextmanager
+def velocity_seam(policy: PreTrainedPolicy, hook) -> Iterator[None]:
+    """Route every Euler step of a pi0 / pi05 / SmolVLA decode through `hook` while the context is active.
+
+    LeRobot's `euler_integrate` asks `model.rtc_processor.denoise_step(x_t=..., time=...,
+    original_denoise_step_partial=..., ...)` for each step's velocity when `config.rtc_config.enabled`.
+    `hook` takes that processor's place (it needs `denoise_step` with those keyword arguments and
+    `is_debug_enabled()`); the RTC config is switched on for the duration and both are restored on
+    exit. Used by guided denoising (`_GuidedVelocity`) and by the stochastic chains of the `*_rl`
+    policies (`steering/stochastic_flow.py`).
+    """
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+    model, config = policy.model, policy.config
+    saved_processor, saved_rtc = model.rtc_processor, config.rtc_config
+    model.rtc_processor = hook
+    config.rtc_config = RTCConfig(enabled=True) if saved_rtc is None else dataclasses.replace(saved_rtc, enabled=True)
+    try:
+        yield
+    finally:
+        model.rtc_processor, config.rtc_config = saved_processor, saved_rtc
 
 
 class _GuidedVelocity:

@@ -52,3 +52,12 @@ def base_pre_post_processors(config: SteeringConfig) -> tuple[PolicyProcessorPip
         to_transition=policy_action_to_transition, to_output=transition_to_policy_action,
     )
     return preprocessor, postprocessor
+
+
+def vla_rl_pre_post_processors(config, dataset_stats, stock_factory) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
+    """Processors of an RL fine-tuned VLA (`pi0_rl`, `pi05_rl`, `smolvla_rl`): its base checkpoint's
+    saved pipelines when it starts from one (`dataset_stats` ignored, as for the steering policies),
+    else LeRobot's factory of the base type (`stock_factory(config, dataset_stats)`)."""
+    if config.base_policy_path is not None:
+        return base_pre_post_processors(config)
+    return stock_factory(config, dataset_stats)

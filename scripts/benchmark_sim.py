@@ -6,11 +6,15 @@ Prints:
 - env steps/s with two cameras at 96x128 and at 480x640 (goal >= 100 steps/s at 96x128 on one core),
   next to raw `mujoco.Renderer` frame pairs/s on the same scene and size (what rendering alone
   costs), with the cameras' MSAA off (the default) and at MuJoCo's default of 4 samples,
+- env steps/s of the 96x128 two-camera env in an async vector env of one worker process per core
+  (gymnasium's `AsyncVectorEnv`, what `lerobot-steer-rl --async_envs=true` uses), next to one env
+  in this process: rendering is the cost, and this is how it uses both cores,
 - scripted-expert dataset generation in episodes per minute (state-only and with two 96x128 cameras).
 
     MUJOCO_GL=egl python scripts/benchmark_sim.py [--steps 3000] [--json out.json]
 
-Everything runs in one process on one core (torch and the renderer are not multithreaded here).
+Everything but the async row runs in one process on one core (torch and the renderer are not
+multithreaded here).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import gymnasium as gym
 import mujoco
+import numpy as np
 
 from lerobot_steer.sim.generate import GenerateConfig, generate
 from lerobot_steer.sim.pick_place_env import PickPlaceConfig, SO101PickPlaceEnv
@@ -67,6 +73,28 @@ def raw_render_pairs_per_s(env: SO101PickPlaceEnv, frames: int) -> float:
     return rate
 
 
+def _pixel_env(**kwargs) -> SO101PickPlaceEnv:
+    return SO101PickPlaceEnv(obs_type="pixels", image_height=96, image_width=128, **kwargs)
+
+
+def async_env_steps_per_s(n_envs: int, control_steps: int) -> float:
+    """Env steps/s (all workers together) of `n_envs` two-camera 96x128 envs, each in its own process,
+    holding their joint targets; worker start-up and GL context creation are outside the window."""
+    envs = gym.vector.AsyncVectorEnv([_pixel_env] * n_envs, context="forkserver")
+    try:
+        obs, _ = envs.reset(seed=0)
+        action = np.asarray(obs["agent_pos"]).copy()
+        for _ in range(10):  # warm-up: each worker renders its first frames
+            envs.step(action)
+        steps = max(control_steps // n_envs, 1)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            envs.step(action)
+        return steps * n_envs / (time.perf_counter() - t0)
+    finally:
+        envs.close()
+
+
 def generation_episodes_per_min(env_cfg: PickPlaceConfig, episodes: int) -> float:
     tmp = tempfile.mkdtemp()
     try:
@@ -104,6 +132,14 @@ def main() -> None:
             results[f"raw_render_2cams_{h}x{w}_msaa{samples}_pairs_per_s"] = raw_render_pairs_per_s(env, n)
             env.close()
 
+    cores = os.cpu_count() or 1
+    pixel_steps = max(args.steps // 3, 50)
+    single = _pixel_env()
+    env_steps_per_s(single, 20)
+    results["env_2cams_96x128_one_process_steps_per_s"] = env_steps_per_s(single, pixel_steps)
+    single.close()
+    results[f"env_2cams_96x128_async_{cores}_workers_steps_per_s"] = async_env_steps_per_s(cores, pixel_steps)
+
     results["expert_episodes_per_min_state"] = generation_episodes_per_min(PickPlaceConfig(obs_type="state"), args.episodes)
     results["expert_episodes_per_min_2cams_96x128_video"] = generation_episodes_per_min(
         PickPlaceConfig(obs_type="pixels_state"), args.episodes
@@ -120,6 +156,9 @@ def main() -> None:
             env_rate, raw_rate = results[f"env_2cams_{key}_steps_per_s"], results[f"raw_render_2cams_{key}_pairs_per_s"]
             print(f"  env, 2 cameras {h}x{w}, MSAA {samples}: {env_rate:8.0f} steps/s  vs raw renderer {raw_rate:6.0f} "
                   f"frame pairs/s ({env_rate / raw_rate:.2f}x)" + ("  (default; goal >= 100)" if key == "96x128_msaa0" else ""))
+    one, both = results["env_2cams_96x128_one_process_steps_per_s"], results[f"env_2cams_96x128_async_{cores}_workers_steps_per_s"]
+    print(f"  env, 2 cameras 96x128, async x{cores}: {both:6.0f} steps/s  vs one process {one:6.0f} steps/s "
+          f"({both / one:.2f}x; goal >= 300 steps/s on 2 cores)")
     print(f"  expert dataset, state       : {results['expert_episodes_per_min_state']:10.1f} episodes/min")
     print(f"  expert dataset, 2 cams video: {results['expert_episodes_per_min_2cams_96x128_video']:10.1f} episodes/min")
     if args.json:

@@ -6,6 +6,10 @@ so a comparison table can carry them as rows (`--policy_paths=[builtin:expert,<c
 statistics can be tested on policies whose success rate is known. The expert reads the privileged
 `observation.environment_state` (block and bowl poses), so it needs `--env.obs_type=state` or
 `pixels_state`.
+
+On a robot (`lerobot-steer-eval-real`, `make_robot_builtin`): `builtin:hold` runs on any robot whose
+state and action name the same joints; `builtin:expert` only on the `so101_sim` robot, where it is the
+`so101_sim_expert` teleoperator reading the live scene (an oracle: no real arm has one).
 """
 
 from __future__ import annotations
@@ -84,6 +88,54 @@ class HoldPolicy:
 
     def select_action(self, batch: dict) -> torch.Tensor:
         return batch[OBS_STATE].clone().float()
+
+
+class SimRobotExpertPolicy:
+    """The scripted expert on the `so101_sim` robot: LeRobot's teleoperator `so101_sim_expert` (which plans
+    from the live scene and re-plans when the robot draws a new one) behind the policy interface.
+    `action_names` orders its joint targets as the robot's action features."""
+
+    name = "scripted_expert"
+
+    def __init__(self, robot, action_names: list[str]):
+        from lerobot_steer.sim.teleop import SO101SimExpert, SO101SimExpertConfig
+
+        self._teleop = SO101SimExpert(SO101SimExpertConfig(robot_id=robot.id, calibration_dir=robot.calibration_dir))
+        self._teleop.connect()
+        self._names = list(action_names)
+
+    def reset(self):
+        pass  # the teleoperator re-plans on every new scene of the robot
+
+    def select_action(self, batch: dict) -> torch.Tensor:
+        action = self._teleop.get_action()
+        return torch.tensor([[action[name] for name in self._names]], dtype=torch.float32)
+
+
+def make_robot_builtin(spec: str, robot, dataset_features: dict, label: str | None = None) -> PolicyUnderTest:
+    """`builtin:hold` (any robot whose state and action name the same joints) or `builtin:expert`
+    (the `so101_sim` robot only) as a policy under test on `robot` (identity processors).
+    `dataset_features`: what LeRobot records for the robot (names of `observation.state` and `action`)."""
+    from lerobot_steer.sim.robot import SO101Sim
+
+    kind = spec.removeprefix(BUILTIN_PREFIX)
+    action_names = list(dataset_features["action"]["names"])
+    if kind == "expert":
+        if not isinstance(robot, SO101Sim):
+            raise FeatureMismatchError(
+                f"'{spec}' plans from the sim's block and bowl poses, which the robot {robot.name} does not know; "
+                "it runs on --robot.type=so101_sim only (use builtin:hold, or a checkpoint, on a real arm)")
+        policy = SimRobotExpertPolicy(robot, action_names)
+    elif kind == "hold":
+        state = dataset_features.get(OBS_STATE, {}).get("names")
+        if state is None or list(state) != action_names:
+            raise FeatureMismatchError(
+                f"'{spec}' commands the present joint positions, but the robot {robot.name}'s state {state} and "
+                f"action {action_names} name different joints")
+        policy = HoldPolicy()
+    else:
+        raise ValueError(f"unknown built-in policy '{spec}'; choose builtin:expert or builtin:hold")
+    return PolicyUnderTest(label=label or spec, policy=policy, path=spec, policy_type=policy.name)
 
 
 def make_builtin(spec: str, env_cfg, label: str | None = None) -> PolicyUnderTest:

@@ -59,26 +59,43 @@ def seed_ranges(seeds: list[int]) -> str:
     return ", ".join(f"{a}–{b}" if a != b else str(a) for a, b in runs)
 
 
+def outcome_columns(report: dict) -> list[str]:
+    """The failure columns: the sim's taxonomy, then any other outcome a checkpoint has (a real-arm
+    evaluation's own failure reasons, `failure` without a reason, `partial`)."""
+    extra = sorted({o for c in report["checkpoints"] for o, n in c["summary"]["outcomes"].items()
+                    if n and o != SUCCESS and o not in FAILURES})
+    return [*FAILURES, *extra]
+
+
 def markdown_table(report: dict) -> str:
-    """The comparison table (also printed to the console)."""
-    head = ["checkpoint", "success", "95 % CI", *FAILURES, "steps to success (mean / median)", "mean return"]
+    """The comparison table (also printed to the console).
+
+    Optional report keys (`lerobot-steer-eval-real`): `title`, `paired` (every pair of checkpoints, with
+    `n_pairs`, instead of `paired_vs_first`) and `notes` (lines after the table)."""
+    failures = outcome_columns(report)
+    head = ["checkpoint", "success", "95 % CI", *failures, "steps to success (mean / median)", "mean return"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in report["checkpoints"]:
         s = c["summary"]
         lo, hi = s["ci95"]
         rows.append("| " + " | ".join([
             c["label"],
-            f"{100 * s['success_rate']:.1f} % ({s['successes']}/{s['n_episodes']})",
+            f"{_fmt(100 * s['success_rate'] if s['n_episodes'] else None)} % ({s['successes']}/{s['n_episodes']})",
             f"{100 * lo:.1f}–{100 * hi:.1f} %",
-            *[str(s["outcomes"].get(o, 0)) for o in FAILURES],
+            *[str(s["outcomes"].get(o, 0)) for o in failures],
             f"{_fmt(s['mean_steps_to_success'])} / {_fmt(s['median_steps_to_success'])}",
             _fmt(s["mean_return"], 3),
         ]) + " |")
-    lines = [
-        f"# Evaluation on so101_sim ({report['n_episodes']} episodes, seeds "
-        f"{seed_ranges(report['seeds'])}, the same for every checkpoint)", "", *rows,
-    ]
-    if report["paired_vs_first"]:
+    title = report.get("title") or (
+        f"Evaluation on so101_sim ({report['n_episodes']} episodes, seeds "
+        f"{seed_ranges(report['seeds'])}, the same for every checkpoint)")
+    lines = [f"# {title}", "", *rows]
+    if report.get("paired"):
+        lines += ["", "Paired on rounds (exact McNemar test, every pair; the rounds both finished with a label):", ""]
+        for p in report["paired"]:
+            lines.append(f"- {p['candidate']} vs {p['reference']} ({p['n_pairs']} rounds): succeeds on {p['gained']} "
+                         f"where it fails, fails on {p['lost']} where it succeeds; p = {p['p_value']:.3g}")
+    elif report["paired_vs_first"]:
         lines += ["", "Paired on seeds (exact McNemar test against the first checkpoint):", ""]
         for p in report["paired_vs_first"]:
             lines.append(f"- {p['candidate']} vs {p['reference']}: succeeds on {p['gained']} seeds where it "
@@ -86,6 +103,8 @@ def markdown_table(report: dict) -> str:
     videos = [v for c in report["checkpoints"] for v in c["videos"]]
     if videos:
         lines += ["", f"Videos: {len(videos)} under `videos/`."]
+    if report.get("notes"):
+        lines += ["", *report["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -111,13 +130,16 @@ def success_chart(report: dict, path: Path) -> None:
         s = c["summary"]
         x0 = left + gap + k * (bar_w + gap)
         xc = x0 + bar_w / 2
+        label = c["label"] if len(c["label"]) <= 14 else c["label"][:13] + "…"
+        draw.text((x0, y(0) + 6), label, fill="black", font=font)
+        if not s["n_episodes"]:  # no episode yet (a real-arm session interrupted early): no bar
+            draw.text((x0, y(0) + 22), "–", fill="black", font=font)
+            continue
         draw.rectangle([x0, y(s["success_rate"]), x0 + bar_w, y(0)], fill=(70, 130, 180))
         lo, hi = s["ci95"]
         draw.line([(xc, y(lo)), (xc, y(hi))], fill="black", width=2)
         for cap in (lo, hi):
             draw.line([(xc - 8, y(cap)), (xc + 8, y(cap))], fill="black", width=2)
-        label = c["label"] if len(c["label"]) <= 14 else c["label"][:13] + "…"
-        draw.text((x0, y(0) + 6), label, fill="black", font=font)
         draw.text((x0, y(0) + 22), f"{100 * s['success_rate']:.0f} %", fill="black", font=font)
     img.save(path)
 

@@ -12,4 +12,8 @@ it writes), `keys` (key presses -> recording events and labels; keyboard or scri
 (the dataset as `record_loop` sees it, and labelling its episode buffer), `dataset` (create or resume,
 refusing a dataset recorded with other features), `outcome_log` (`meta/outcomes.jsonl` and the
 status line), `recorder` (the episode loop), `cli` (the console script).
+
+`lerobot-steer-eval-real` (policies compared on a robot, labelled the same way) reuses them:
+`eval_config` (its config), `evaluate` (the session: schedule, policy episodes, resets),
+`eval_report` (the report from `meta/outcomes.jsonl`), `eval_cli` (the console script).
 """

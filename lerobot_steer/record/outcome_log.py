@@ -43,9 +43,11 @@ class OutcomeLog:
         self.counts = Counter(row["label"] for row in rows)
         self.discarded = 0
 
-    def add(self, episode_index: int, outcome: Outcome, length: int, task: str) -> dict:
+    def add(self, episode_index: int, outcome: Outcome, length: int, task: str, extra: dict | None = None) -> dict:
+        """Append one row; `extra` adds columns (lerobot-steer-eval-real: the policy, round and scene)."""
         row = {"episode_index": episode_index, **outcome.as_dict(), "success": outcome.success,
-               "length": length, "task": task, "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
+               "length": length, "task": task, **(extra or {}),
+               "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")

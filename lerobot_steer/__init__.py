@@ -30,3 +30,6 @@ from lerobot_steer.rl import dyna_vgd_algorithm  # noqa: E402,F401  (RL algorith
 # denoising chain and a value head, for PPO / GRPO; exported back to stock pi0 / pi05 / smolvla).
 from lerobot_steer.policies.pi0_rl import configuration_pi0_rl, modeling_pi0_rl, processor_pi0_rl  # noqa: E402,F401
 from lerobot_steer.policies.smolvla_rl import configuration_smolvla_rl, modeling_smolvla_rl, processor_smolvla_rl  # noqa: E402,F401
+
+# RL algorithm types `ppo` and `grpo` (chunk-level on-policy RL of the *_rl VLAs, `lerobot-steer-ppo`).
+from lerobot_steer.rl import onpolicy  # noqa: E402,F401

@@ -16,6 +16,7 @@ the steps between chunks, `episodes_ended` forgets the envs whose episode ended.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,18 @@ from lerobot_steer.policies.common.frozen_base import observations
 from lerobot_steer.rl.chunk_rollout import ActedChunk
 
 MODES = ("prior", "explore", "greedy")
+
+
+def policy_batch(raw_obs: dict[str, Any], preprocessor, env_preprocessor=None,
+                 task: str | Sequence[str] | None = None) -> dict[str, Any]:
+    """Batched gym observation -> the policy's normalized input batch, as lerobot-eval builds it:
+    `preprocess_observation`, the task string(s) (one for all rows, or one per row: a VLA's
+    preprocessor tokenizes them), the env's processor, the policy's preprocessor."""
+    batch = preprocess_observation(raw_obs)
+    if task is not None:
+        rows = next(iter(observations(batch).values())).shape[0]
+        batch["task"] = [task] * rows if isinstance(task, str) else list(task)
+    return preprocessor(env_preprocessor(batch) if env_preprocessor is not None else batch)
 
 
 class SteeringActor:
@@ -45,10 +58,7 @@ class SteeringActor:
 
     def policy_batch(self, raw_obs: dict[str, Any]) -> dict[str, Any]:
         """Batched gym observation -> the policy's normalized input batch."""
-        batch = preprocess_observation(raw_obs)
-        if self.task is not None:
-            batch["task"] = [self.task] * next(iter(observations(batch).values())).shape[0]
-        return self.preprocessor(self.env_preprocessor(batch))
+        return policy_batch(raw_obs, self.preprocessor, self.env_preprocessor, self.task)
 
     def observe(self, raw_obs: dict[str, Any]) -> None:
         """A step between two chunks: keep the base's observation history current."""

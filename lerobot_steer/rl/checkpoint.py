@@ -94,7 +94,7 @@ def _numbered_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name), reverse=True)
 
 
-def resume_checkpoint(output_dir: Path) -> Path:
+def resume_checkpoint(output_dir: Path, required: tuple[str, ...] = REQUIRED_FILES) -> Path:
     """The newest checkpoint whose files are all there and all load.
 
     `last` alone is not trusted: a folder deleted by hand, or files truncated by a crash or a full
@@ -106,7 +106,7 @@ def resume_checkpoint(output_dir: Path) -> Path:
         last_checkpoint(output_dir)  # raises, naming the fix
     skipped: list[str] = []
     for folder in candidates:
-        problems = checkpoint_problems(folder)
+        problems = checkpoint_problems(folder, required)
         if not problems:
             return folder
         report = "\n  ".join(problems)
@@ -118,12 +118,12 @@ def resume_checkpoint(output_dir: Path) -> Path:
     )
 
 
-def checkpoint_problems(folder: Path) -> list[str]:
-    """Why `folder` cannot resume a run, one "<path>: <what>" per file: missing files, and files that
-    do not load (a truncated safetensors file, half-written JSON). Empty when it can. Reads only
-    the safetensors headers, which is enough to see a truncated file."""
+def checkpoint_problems(folder: Path, required: tuple[str, ...] = REQUIRED_FILES) -> list[str]:
+    """Why `folder` cannot resume a run, one "<path>: <what>" per file: missing files (of `required`,
+    the run's own list), and files that do not load (a truncated safetensors file, half-written
+    JSON). Empty when it can. Reads only the safetensors headers, which is enough to see a truncated file."""
     problems = []
-    for name in REQUIRED_FILES:
+    for name in required:
         if not (folder / name).is_file():
             why = " (only the two newest checkpoints keep the replay buffer)" if name.endswith(BUFFER_FILE) else ""
             problems.append(f"{folder / name}: missing{why}")
@@ -221,13 +221,7 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
     if offline is not None:  # its rows are re-read from the dataset on resume; its sampling stream is not
         save_file({"rng_state": offline.generator.get_state(), "size": torch.tensor(len(offline))},
                   str(state_dir / OFFLINE_SAMPLER_FILE))
-    collector_state = collector.state_dict()
-    flat: dict[str, torch.Tensor] = {}
-    _flat_obs("obs/", collector_state["obs"], flat)
-    for key in ("episode_start", "episode_return", "episode_length"):
-        flat[key] = torch.as_tensor(collector_state[key])
-    save_file(flat, str(state_dir / "collector.safetensors"))
-    (state_dir / "envs.json").write_text(json.dumps(collector_state["sim_states"]))
+    save_collector_state(collector, state_dir)
     history = policy.adapter.history_state()
     save_file({k: v.contiguous() for k, v in history.items()}, str(state_dir / "base_history.safetensors"))
     (state_dir / COUNTERS_FILE).write_text(json.dumps({**counters, "actor_mode": actor.mode}, indent=2))
@@ -239,6 +233,28 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
     _point_last(final)
     _prune_buffers(final)
     return final
+
+
+def save_collector_state(collector, state_dir: Path) -> None:
+    """collector.safetensors (the vector env's observations and episode counters) and envs.json (each
+    sim's exact state), what `ChunkCollector.state_dict()` holds."""
+    collector_state = collector.state_dict()
+    flat: dict[str, torch.Tensor] = {}
+    _flat_obs("obs/", collector_state["obs"], flat)
+    for key in ("episode_start", "episode_return", "episode_length"):
+        flat[key] = torch.as_tensor(collector_state[key])
+    save_file(flat, str(state_dir / "collector.safetensors"))
+    (state_dir / "envs.json").write_text(json.dumps(collector_state["sim_states"]))
+
+
+def load_collector_state(collector, state_dir: Path) -> None:
+    """Put the collector's envs back where `save_collector_state` found them."""
+    flat = load_file(str(state_dir / "collector.safetensors"))
+    collector.load_state_dict({
+        "obs": _nested_obs(flat, "obs/"),
+        **{key: flat[key].numpy() for key in ("episode_start", "episode_return", "episode_length")},
+        "sim_states": json.loads((state_dir / "envs.json").read_text()),
+    })
 
 
 def _restore_offline_sampler(offline: ChunkReplayBuffer, path: Path) -> None:
@@ -309,12 +325,7 @@ def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayB
     buffer.load_state_dict(load_file(str(state_dir / BUFFER_FILE)))
     if offline is not None:
         _restore_offline_sampler(offline, state_dir / OFFLINE_SAMPLER_FILE)
-    flat = load_file(str(state_dir / "collector.safetensors"))
-    collector.load_state_dict({
-        "obs": _nested_obs(flat, "obs/"),
-        **{key: flat[key].numpy() for key in ("episode_start", "episode_return", "episode_length")},
-        "sim_states": json.loads((state_dir / "envs.json").read_text()),
-    })
+    load_collector_state(collector, state_dir)
     history = load_file(str(state_dir / "base_history.safetensors"))
     policy.adapter.load_history_state(history)
     counters = json.loads((state_dir / COUNTERS_FILE).read_text())

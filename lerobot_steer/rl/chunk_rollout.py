@@ -73,6 +73,8 @@ class ChunkBatch:
     the executed steps' rewards. terminated / truncated: how the episode ended inside the chunk (both
     False if it did not). extras: what the policy returned alongside the chunk (e.g. `noise`).
     learner_action: the chunk as the learner trains on it, when the policy gave one (`ActedChunk`).
+    discounted_reward: with a collector built with `gamma`, the executed steps' rewards summed with
+    the per-step discount, r_0 + gamma r_1 + ... (the chunk's own discount is then gamma^n_steps).
     """
 
     obs: Observation
@@ -84,6 +86,7 @@ class ChunkBatch:
     truncated: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     learner_action: np.ndarray | None = None
+    discounted_reward: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -120,10 +123,11 @@ class ChunkCollector:
     """Executes action chunks open-loop in every env of a SAME_STEP-autoreset vector env.
 
     Keeps the current observation between calls; `episode_start[i]` says whether env i's current
-    observation is the first of an episode (for policies that keep per-env history).
+    observation is the first of an episode (for policies that keep per-env history). `gamma`: also
+    sum each chunk's rewards with this per-step discount (`ChunkBatch.discounted_reward`).
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv):
+    def __init__(self, envs: gym.vector.VectorEnv, gamma: float | None = None):
         mode = envs.metadata.get("autoreset_mode")
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(
@@ -131,6 +135,7 @@ class ChunkCollector:
                 f"EnvConfig.create_envs builds them); got {mode}"
             )
         self.envs = envs
+        self.gamma = gamma
         self.num_envs = envs.num_envs
         self.obs: Observation | None = None
         self.episode_start = np.ones(self.num_envs, dtype=bool)
@@ -166,6 +171,7 @@ class ChunkCollector:
         n, k = chunk.shape[:2]
 
         reward = np.zeros(n, dtype=np.float64)
+        discounted = np.zeros(n, dtype=np.float64)
         n_steps = np.zeros(n, dtype=np.int64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
@@ -180,6 +186,8 @@ class ChunkCollector:
             step_obs, r, term, trunc, info = self.envs.step(chunk[:, t])
             r = np.asarray(r, dtype=np.float64)
             reward[active] += r[active]
+            if self.gamma is not None:
+                discounted[active] += self.gamma ** t * r[active]
             n_steps[active] += 1
             self._episode_return[active] += r[active]
             self._episode_length[active] += 1
@@ -206,6 +214,7 @@ class ChunkCollector:
             obs=obs, action=chunk, reward=reward.astype(np.float32), next_obs=next_obs, n_steps=n_steps,
             terminated=terminated, truncated=truncated, extras={key: to_numpy(v) for key, v in extras.items()},
             learner_action=None if learner_action is None else to_numpy(learner_action),
+            discounted_reward=None if self.gamma is None else discounted.astype(np.float32),
         )
         return batch, episodes
 

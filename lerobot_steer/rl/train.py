@@ -148,6 +148,12 @@ def evaluate_mode(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_p
         policy.reset()
         policy.adapter.load_history_state(history)
         policy.train(was_training)
+    return eval_row(results)
+
+
+def eval_row(results) -> dict[str, Any]:
+    """The `eval/...` metrics of a list of `EpisodeResult`s: success rate with its Wilson 95 % CI,
+    returns, episode lengths, outcome counts."""
     summary = summarize(results)
     row = {"eval/success_rate": summary.success_rate, "eval/ci95_low": summary.ci95[0], "eval/ci95_high": summary.ci95[1],
            "eval/mean_return": summary.mean_return, "eval/mean_episode_steps": summary.mean_episode_steps,
@@ -176,11 +182,12 @@ def check_finite_losses(losses: dict[str, float], cfg: SteerRLConfig, counters: 
     )
 
 
-def interrupted_message(cfg: SteerRLConfig, signum: int, env_steps: int, checkpoint: Path) -> str:
+def interrupted_message(cfg: SteerRLConfig, signum: int, env_steps: int, checkpoint: Path,
+                        command: str = "lerobot-steer-rl") -> str:
     """What a stopped run tells its user: where it stopped and the exact command that continues it."""
     folder = shlex.quote(str(cfg.output_dir.resolve()))
     return (f"{signal.Signals(signum).name}: stopped at env step {env_steps} of {cfg.steps}; checkpoint {checkpoint}. "
-            f"Continue with:\n  lerobot-steer-rl --resume=true --output_dir={folder}")
+            f"Continue with:\n  {command} --resume=true --output_dir={folder}")
 
 
 def train(cfg: SteerRLConfig) -> dict[str, Any]:
@@ -343,9 +350,9 @@ def train_cli(cfg: SteerRLConfig) -> None:
     train(cfg)  # the CLI layer owns the command line; train() never reads it
 
 
-def _resume_config(cfg: SteerRLConfig, cli_args: list[str]) -> SteerRLConfig:
-    """`--resume=true --output_dir=<run>`: the run's saved config, with the command line's other
-    flags (`cli_args`) applied on top (e.g. a larger --steps)."""
+def _resume_config(cfg, cli_args: list[str], config_class: type = SteerRLConfig):
+    """`--resume=true --output_dir=<run>`: the run's saved config (a `config_class`), with the command
+    line's other flags (`cli_args`) applied on top (e.g. a larger --steps)."""
     if not cfg.resume or cfg.output_dir is None:
         return cfg
     saved = Path(cfg.output_dir) / TRAIN_CONFIG_NAME
@@ -355,7 +362,7 @@ def _resume_config(cfg: SteerRLConfig, cli_args: list[str]) -> SteerRLConfig:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = _migrated_config(saved, Path(tmp))
         with draccus.config_type("json"):
-            return draccus.parse(SteerRLConfig, config_path=config_path, args=args)
+            return draccus.parse(config_class, config_path=config_path, args=args)
 
 
 # Renamed config fields: (section, old name) -> new name. Runs saved before a rename still resume.

@@ -8,7 +8,10 @@ with no download:
 * `tiny_vla("smolvla" | "pi0" | "pi05", vlm_dir)`: SmolVLA over a tiny local SmolVLM config, pi0/pi05
   with one-layer 64-wide Gemmas and a one-layer 32-wide vision tower. They must be constructed
   inside `offline_vla_builds(vlm_dir)`, which shrinks what LeRobot hard-codes and stubs what it
-  would fetch. Once built, the policies run outside the context.
+  would fetch (and saves a word-level tokenizer into `vlm_dir`, so SmolVLA's own preprocessor
+  tokenizes task strings offline). Once built, the policies run outside the context;
+* `tiny_sim_smolvla(vlm_dir)`: that SmolVLA shaped for the SO-101 sim's joints and one camera, with
+  LeRobot's own SmolVLA processors (on-policy RL end to end on the sim).
 
 This lives in the package rather than under tests/ so that `scripts/benchmark_dsrl.py` uses exactly
 the bases the tests check; it has no pytest dependency. Weights are random: fine for shapes,
@@ -72,6 +75,7 @@ def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
                            image_size=64, patch_size=16),
         scale_factor=2,
     ).save_pretrained(vlm_dir)
+    save_tiny_tokenizer(vlm_dir)
     token_ids = types.SimpleNamespace(fake_image_token_id=998, global_image_token_id=999)
     stub_processor = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=token_ids))
 
@@ -95,6 +99,24 @@ def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
             stack.enter_context(_patched(module, "PaliGemmaForConditionalGenerationWithPiGemma",
                                          tiny_paligemma(module.PaliGemmaForConditionalGenerationWithPiGemma)))
         yield vlm_dir
+
+
+TOKENIZER_WORDS = ("[PAD]", "[UNK]", "pick", "up", "the", "red", "block", "and", "place", "it", "in", "blue", "bowl", ".")
+
+
+def save_tiny_tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer of the sim's task words (unknown words -> [UNK]) saved into `folder`, where
+    `AutoTokenizer.from_pretrained(folder)` finds it: SmolVLA's own preprocessor (LeRobot's
+    TokenizerProcessorStep on `vlm_model_name`) then tokenizes task strings offline. Ids stay below
+    the tiny SmolVLM's vocabulary (1000)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TOKENIZER_WORDS)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+    return Path(folder)
 
 
 def stats_for(features: dict[str, PolicyFeature]) -> dict[str, dict[str, torch.Tensor]]:
@@ -148,6 +170,32 @@ def tiny_vla(kind: str, vlm_dir: Path):
         config = make_policy_config(kind, image_resolution=(28, 28), num_inference_steps=3, **common)
     policy = get_policy_class(kind)(config)
     pre, post = make_default_pre_post_processors(config, dataset_stats=stats_for({**inputs, **outputs}))
+    return policy, pre, post
+
+
+def tiny_sim_smolvla(vlm_dir: Path, camera: str = CAMERA, **overrides):
+    """A tiny SmolVLA shaped for the SO-101 sim's pixels: joints (6) and one camera in (32 x 32 at the
+    policy, resized to 64 x 64 inside it), 6 joint targets out, with LeRobot's own SmolVLA processors
+    (the task string is tokenized by `save_tiny_tokenizer`'s tokenizer) and the arm's joint range as
+    state / action statistics. Call inside `offline_vla_builds(vlm_dir)`. (policy, pre, post).
+
+    `overrides` are SmolVLAConfig fields (defaults: chunks of 8, 4 executed, 3 denoising steps)."""
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from lerobot_steer.sim.units import JOINT_LIMITS_LEROBOT
+
+    limits = torch.as_tensor(JOINT_LIMITS_LEROBOT, dtype=torch.float32)
+    low, high = limits[:, 0], limits[:, 1]
+    joints = {"min": low, "max": high, "mean": (low + high) / 2, "std": (high - low) / 4, "q01": low, "q99": high}
+    inputs = {STATE: PolicyFeature(FeatureType.STATE, (6,)), camera: PolicyFeature(FeatureType.VISUAL, (3, 32, 32))}
+    outputs = {ACTION: PolicyFeature(FeatureType.ACTION, (6,))}
+    kwargs = dict(device="cpu", chunk_size=8, n_action_steps=4, num_steps=3, vlm_model_name=str(vlm_dir),
+                  load_vlm_weights=False, num_vlm_layers=4, resize_imgs_with_padding=(64, 64))
+    kwargs.update(overrides)
+    config = make_policy_config("smolvla", input_features=inputs, output_features=outputs, **kwargs)
+    policy = SmolVLAPolicy(config)
+    stats = {STATE: joints, ACTION: joints, **stats_for({camera: inputs[camera]})}
+    pre, post = make_pre_post_processors(config, dataset_stats=stats)
     return policy, pre, post
 
 

@@ -7,10 +7,14 @@ VLA builds need `offline_vla_builds()` active while the policy is constructed.
 
 from __future__ import annotations
 
+import logging
 import types
+from pathlib import Path
 
 import pytest
 import torch
+
+from lerobot.configs.types import FeatureType, PolicyFeature
 
 from lerobot_steer.steering.tiny_bases import (
     ACTION,
@@ -30,7 +34,7 @@ from lerobot_steer.steering.tiny_bases import (
 __all__ = [
     "ACTION", "CAMERA", "ENV", "STATE", "TOKENS", "TOKEN_MASK", "batch_maker", "offline_vla_builds", "save_base",
     "stats_for", "tiny_diffusion", "tiny_vla", "one_thread", "vla_builds", "diffusion_base", "diffusion_dataset_meta",
-    "tiny_adapter", "write_success_dataset",
+    "tiny_adapter", "write_success_dataset", "info_logging", "save_camera_diffusion",
 ]
 
 
@@ -46,6 +50,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def info_logging():
+    """The root logger at INFO, as LeRobot's init_logging leaves it in the CLI (the sim robot checks it)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def vla_builds(tmp_path_factory):
     """Let SmolVLA, pi0 and pi05 build tiny with no Hub access, for the whole module (yields `vlm_dir`)."""
@@ -58,6 +72,17 @@ def diffusion_base(tmp_path_factory):
     """A tiny diffusion checkpoint folder (state + env state -> 2-d actions)."""
     torch.manual_seed(0)
     return save_base(*tiny_diffusion(), tmp_path_factory.mktemp("diffusion_base"))
+
+
+def save_camera_diffusion(folder: Path, height: int, width: int) -> str:
+    """A tiny random-weight diffusion base saved in `folder` (seeded: the same weights every time): 6
+    joints and a `height` x `width` front camera in (LeRobot's diffusion needs an image or an environment
+    state), 6 joint targets out, chunks of 8 with 4 executed. Returns the folder."""
+    torch.manual_seed(0)
+    inputs = {"observation.state": PolicyFeature(FeatureType.STATE, (6,)),
+              "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, height, width))}
+    save_base(*tiny_diffusion(inputs, action_dim=6, crop_shape=None), folder)
+    return str(folder)
 
 
 def tiny_adapter(kind: str, vlm_dir):

@@ -32,7 +32,13 @@ import draccus
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers_bases import one_thread, save_base, tiny_diffusion  # noqa: F401  (one_thread: autouse fixture)
+from helpers_bases import (  # noqa: F401  (info_logging, one_thread: autouse fixtures)
+    info_logging,
+    one_thread,
+    save_base,
+    save_camera_diffusion,
+    tiny_diffusion,
+)
 
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.datasets import LeRobotDataset
@@ -61,27 +67,12 @@ DIFF = "tiny@000002"  # the label of the diffusion checkpoint (<run>@<step>)
 H, W = 24, 32  # the camera of the diffusion checkpoint (rendered by the sim robot when a test uses it)
 
 
-@pytest.fixture(autouse=True)
-def info_logging():
-    """The root logger at INFO, as LeRobot's init_logging leaves it in the CLI (the sim robot checks it)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield
-    root.setLevel(level)
-
-
 @pytest.fixture(scope="module")
 def diffusion(tmp_path_factory) -> str:
     """A tiny random-weight DiffusionPolicy checkpoint: the arm's joints and a small front camera in (LeRobot's
     diffusion needs an image or an environment state), joint targets out."""
-    import torch
-
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("train") / "tiny" / "checkpoints" / "000002" / "pretrained_model"
-    inputs = {STATE: PolicyFeature(FeatureType.STATE, (6,)), FRONT: PolicyFeature(FeatureType.VISUAL, (3, H, W))}
-    save_base(*tiny_diffusion(inputs, action_dim=6, crop_shape=None), folder)
-    return str(folder)
+    return save_camera_diffusion(folder, H, W)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ environment state), a tiny random-weight diffusion base, keys from `ScriptedKeys
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -24,10 +23,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import pytest
 import torch
-from helpers_bases import one_thread, save_base, tiny_diffusion  # noqa: F401  (one_thread: autouse fixture)
+from helpers_bases import info_logging, one_thread, save_camera_diffusion  # noqa: F401  (autouse fixtures)
 from safetensors.torch import load_file
-
-from lerobot.configs.types import FeatureType, PolicyFeature
 
 from lerobot_steer.policies.dsrl.configuration_dsrl import DSRLConfig
 from lerobot_steer.record.eval_config import ResetConfig
@@ -37,28 +34,14 @@ from lerobot_steer.rl.robot_loop import train_on_robot
 from lerobot_steer.sim.robot import SimCameraConfig, SO101SimConfig
 
 FPS = 10
-STATE, FRONT = "observation.state", "observation.images.front"
 H, W = 24, 32
-
-
-@pytest.fixture(autouse=True)
-def info_logging():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> str:
     """A tiny random-weight diffusion base: 6 joints and a 24x32 front camera in, 6 joint targets out,
     chunks of 8 with 4 executed."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("base") / "pretrained_model"
-    inputs = {STATE: PolicyFeature(FeatureType.STATE, (6,)), FRONT: PolicyFeature(FeatureType.VISUAL, (3, H, W))}
-    save_base(*tiny_diffusion(inputs, action_dim=6, crop_shape=None), folder)
-    return str(folder)
+    return save_camera_diffusion(tmp_path_factory.mktemp("base") / "pretrained_model", H, W)
 
 
 def _cfg(tmp_path: Path, base: str, *, episodes: int, resume=False, **kwargs) -> RobotRLConfig:

@@ -47,7 +47,6 @@ from lerobot.utils.utils import log_say
 from lerobot.utils.visualization_utils import (
     init_visualization,
     log_visualization_data,
-    shutdown_visualization,
 )
 
 from lerobot_steer.cli_errors import mark_user_error
@@ -63,7 +62,7 @@ from .frames import OutcomeFrames, label_episode, pending_frames
 from .keys import KeyboardKeys, KeySource, OutcomeKeys, describe
 from .outcome_log import OUTCOMES_FILE, read_outcomes
 from .outcomes import INTERRUPTED, Outcome
-from .recorder import LabelledRecorder, default_outcome
+from .recorder import LabelledRecorder, default_outcome, disconnect_devices, push_and_exit
 
 logger = logging.getLogger(__name__)
 
@@ -266,24 +265,13 @@ class EvalSession(LabelledRecorder):
     def move_to_start(self) -> None:
         """Move the arm slowly to the start pose (LeRobot's `follower_smooth_move_to`; the robot's
         `max_relative_target` caps each step), then hold it for `SETTLE_S`."""
-        obs = self.robot.get_observation()
-        current = {k: float(obs[k]) for k in self.robot.action_features if k in obs}
-        target = {**current, **self.start_pose()}
-        fps = self.cfg.dataset.fps
-        print(f"moving to the start pose over {self.cfg.reset.move_time_s:g} s")
-        follower_smooth_move_to(self.robot, current, target, duration_s=self.cfg.reset.move_time_s, fps=fps)
-        for _ in range(max(1, round(SETTLE_S * fps))):  # hold the pose while the joints catch up
-            self.robot.send_action(target)
-            precise_sleep(1 / fps)
+        move_to_pose(self.robot, self.start_pose(), self.cfg.reset.move_time_s, self.cfg.dataset.fps)
 
     def hand_over_to_teleop(self) -> None:
         """Slide the follower to the leader's pose before the leader drives (as lerobot-rollout's
         episodic strategy does for a leader that cannot be driven), so it does not jump."""
-        obs = self.robot.get_observation()
-        current = {k: v for k, v in obs.items() if k.endswith(".pos")}
-        action = self.teleop_action_processor((self.teleop.get_action(), obs))
-        target = self.robot_action_processor((action, obs))
-        follower_smooth_move_to(self.robot, current, target, duration_s=1.0, fps=self.cfg.dataset.fps)
+        slide_to_teleop(self.robot, self.teleop, self.teleop_action_processor, self.robot_action_processor,
+                        self.cfg.dataset.fps)
 
     # ------------------------------------------------------------------ saving and the report
     def _save(self, outcome: Outcome) -> None:
@@ -329,6 +317,30 @@ class EvalSession(LabelledRecorder):
 
 
 # ---------------------------------------------------------------------- session file
+
+
+def move_to_pose(robot, pose: dict[str, float], move_time_s: float, fps: int) -> None:
+    """Move the arm slowly from where it is to `pose` (joint -> position; joints it does not name stay)
+    with LeRobot's `follower_smooth_move_to` (the robot's `max_relative_target` caps each step), then hold
+    it for `SETTLE_S` while the joints catch up. The start-pose reset of eval-real and rl-robot."""
+    obs = robot.get_observation()
+    current = {k: float(obs[k]) for k in robot.action_features if k in obs}
+    target = {**current, **pose}
+    print(f"moving to the start pose over {move_time_s:g} s")
+    follower_smooth_move_to(robot, current, target, duration_s=move_time_s, fps=fps)
+    for _ in range(max(1, round(SETTLE_S * fps))):  # hold the pose while the joints catch up
+        robot.send_action(target)
+        precise_sleep(1 / fps)
+
+
+def slide_to_teleop(robot, teleop, teleop_action_processor, robot_action_processor, fps: int) -> None:
+    """Slide the follower to the leader's pose over 1 s before the leader drives (as lerobot-rollout's
+    episodic strategy does for a leader that cannot be driven), so it does not jump."""
+    obs = robot.get_observation()
+    current = {k: v for k, v in obs.items() if k.endswith(".pos")}
+    action = teleop_action_processor((teleop.get_action(), obs))
+    target = robot_action_processor((action, obs))
+    follower_smooth_move_to(robot, current, target, duration_s=1.0, fps=fps)
 
 
 def _start_pose_of(cfg: EvalRealConfig, robot) -> dict[str, float] | None:
@@ -435,23 +447,12 @@ def evaluate_on_robot(cfg: EvalRealConfig, key_source: KeySource | None = None) 
                 runner.move_to_start()
             except BaseException:  # noqa: BLE001  (a second Ctrl-C stops the move; disconnect anyway)
                 logger.warning("Could not return the arm to the start pose", exc_info=True)
-        if robot.is_connected:
-            robot.disconnect()
-        if teleop is not None and teleop.is_connected:
-            teleop.disconnect()
-        source.stop()
-        if cfg.display_data:
-            shutdown_visualization(cfg.display_mode)
+        disconnect_devices(cfg, robot, teleop, source)
         if runner is not None:
             try:  # the report of what was done, also after Ctrl-C or an error (which must stay the one raised)
                 print(markdown_table(runner.write_report()))
             except Exception:
                 logger.exception("Could not write the report to %s", output_dir)
             print(f"{dataset.num_episodes} episodes in {root} (repo_id {cfg.dataset.repo_id}); report in {output_dir}.")
-    if cfg.dataset.push_to_hub:
-        if dataset.num_episodes > 0:
-            dataset.push_to_hub(tags=cfg.dataset.tags, private=cfg.dataset.private)
-        else:
-            logger.warning("No episodes saved: nothing pushed to the hub")
-    log_say("Exiting", cfg.play_sounds)
+    push_and_exit(cfg, dataset)
     return runner.report

@@ -202,19 +202,30 @@ def record_labelled(cfg: LabelledRecordConfig, key_source: KeySource | None = No
     finally:
         log_say("Stop recording", cfg.play_sounds, blocking=True)
         dataset.finalize()
-        if robot.is_connected:
-            robot.disconnect()
-        if teleop.is_connected:
-            teleop.disconnect()
-        source.stop()
-        if cfg.display_data:
-            shutdown_visualization(cfg.display_mode)
+        disconnect_devices(cfg, robot, teleop, source)
         print(f"{dataset.num_episodes} episodes in {dataset.root} (repo_id {cfg.dataset.repo_id}); "
               f"outcomes in {OUTCOMES_FILE}.")
+    push_and_exit(cfg, dataset)
+    return dataset
+
+
+def disconnect_devices(cfg, robot, teleop, source: KeySource) -> None:
+    """The end of a recording session, also after Ctrl-C or an error: disconnect the robot and the
+    teleoperator (if any) that are connected, stop the key source, close the visualization."""
+    if robot.is_connected:
+        robot.disconnect()
+    if teleop is not None and teleop.is_connected:
+        teleop.disconnect()
+    source.stop()
+    if cfg.display_data:
+        shutdown_visualization(cfg.display_mode)
+
+
+def push_and_exit(cfg, dataset: LeRobotDataset) -> None:
+    """`--dataset.push_to_hub`: upload the dataset (when it has an episode), then say goodbye."""
     if cfg.dataset.push_to_hub:
         if dataset.num_episodes > 0:
             dataset.push_to_hub(tags=cfg.dataset.tags, private=cfg.dataset.private)
         else:
             logger.warning("No episodes saved: nothing pushed to the hub")
     log_say("Exiting", cfg.play_sounds)
-    return dataset

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,32 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
                     collector, actor, counters: dict[str, Any], offline: ChunkReplayBuffer | None = None) -> Path:
     """Write the whole run state for `counters["env_steps"]` (atomically) and point `last` at it.
     Refused, before anything is written, when a trained weight is not finite."""
-    check_finite_weights(policy, algorithm, counters["env_steps"])
-    final = checkpoint_dir(cfg.output_dir, counters["env_steps"])
+
+    def write_state(state_dir: Path) -> None:
+        buffer.save(state_dir / BUFFER_FILE)
+        if offline is not None:  # its rows are re-read from the dataset on resume; its sampling stream is not
+            save_file({"rng_state": offline.generator.get_state(), "size": torch.tensor(len(offline))},
+                      str(state_dir / OFFLINE_SAMPLER_FILE))
+        save_collector_state(collector, state_dir)
+        history = policy.adapter.history_state()
+        save_file({k: v.contiguous() for k, v in history.items()}, str(state_dir / "base_history.safetensors"))
+        (state_dir / COUNTERS_FILE).write_text(json.dumps({**counters, "actor_mode": actor.mode}, indent=2))
+
+    final = write_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
+                             algorithm=algorithm, env_steps=counters["env_steps"], write_state=write_state)
+    _prune_buffers(final)
+    return final
+
+
+def write_checkpoint(cfg, *, policy, preprocessor, postprocessor, algorithm, env_steps: int,
+                     write_state: Callable[[Path], None]) -> Path:
+    """The checkpoint layout every trainer shares, written atomically for `env_steps`: the policy, its
+    processors and the run's config, the algorithm's tensors, the optimizers and the RNG state, then
+    `write_state(training_state_dir)` for the trainer's own files (buffer, collector, counters); flushed,
+    renamed into place and pointed at by `last`. Refused, before anything is written, when a trained
+    weight is not finite."""
+    check_finite_weights(policy, algorithm, env_steps)
+    final = checkpoint_dir(cfg.output_dir, env_steps)
     tmp = final.parent / f".tmp_{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     model_dir, algo_dir, state_dir = tmp / PRETRAINED_MODEL_DIR, tmp / ALGORITHM_DIR, tmp / TRAINING_STATE_DIR
@@ -217,21 +242,13 @@ def save_checkpoint(cfg: SteerRLConfig, *, policy, preprocessor, postprocessor, 
               str(algo_dir / "model.safetensors"))
     save_optimizer_state(algorithm.get_optimizers(), state_dir)
     save_rng_state(state_dir)
-    buffer.save(state_dir / BUFFER_FILE)
-    if offline is not None:  # its rows are re-read from the dataset on resume; its sampling stream is not
-        save_file({"rng_state": offline.generator.get_state(), "size": torch.tensor(len(offline))},
-                  str(state_dir / OFFLINE_SAMPLER_FILE))
-    save_collector_state(collector, state_dir)
-    history = policy.adapter.history_state()
-    save_file({k: v.contiguous() for k, v in history.items()}, str(state_dir / "base_history.safetensors"))
-    (state_dir / COUNTERS_FILE).write_text(json.dumps({**counters, "actor_mode": actor.mode}, indent=2))
+    write_state(state_dir)
 
     _sync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     _point_last(final)
-    _prune_buffers(final)
     return final
 
 
@@ -314,14 +331,7 @@ def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayB
                         offline: ChunkReplayBuffer | None = None) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy).
     `offline`: the run's offline data, already re-read from its dataset; its sampling stream is restored."""
-    algo_file, state_dir = folder / ALGORITHM_DIR / "model.safetensors", folder / TRAINING_STATE_DIR
-    problems = checkpoint_problems(folder)
-    problems += [f"{state_dir / name}: missing (optimizer state)" for name in algorithm.get_optimizers()
-                 if not (state_dir / name).is_dir()]
-    if problems:
-        raise CorruptCheckpoint(f"{folder} cannot be resumed from:\n  " + "\n  ".join(problems))
-    algorithm.load_state_dict(load_file(str(algo_file)), device=policy.config.device)
-    load_optimizer_state(algorithm.get_optimizers(), state_dir)
+    state_dir = load_algorithm_state(folder, policy=policy, algorithm=algorithm)
     buffer.load_state_dict(load_file(str(state_dir / BUFFER_FILE)))
     if offline is not None:
         _restore_offline_sampler(offline, state_dir / OFFLINE_SAMPLER_FILE)
@@ -332,3 +342,18 @@ def load_training_state(folder: Path, *, policy, algorithm, buffer: ChunkReplayB
     actor.mode = counters.pop("actor_mode")
     load_rng_state(state_dir)  # last: nothing above may draw random numbers after it
     return counters
+
+
+def load_algorithm_state(folder: Path, *, policy, algorithm, required: tuple[str, ...] = REQUIRED_FILES) -> Path:
+    """The first step of every trainer's resume: refuse a checkpoint missing any of `required` or an
+    optimizer's state (`CorruptCheckpoint`, naming each problem), then load the algorithm's tensors and
+    its optimizers. Returns the checkpoint's training_state folder for the trainer's own files."""
+    algo_file, state_dir = folder / ALGORITHM_DIR / "model.safetensors", folder / TRAINING_STATE_DIR
+    problems = checkpoint_problems(folder, required)
+    problems += [f"{state_dir / name}: missing (optimizer state)" for name in algorithm.get_optimizers()
+                 if not (state_dir / name).is_dir()]
+    if problems:
+        raise CorruptCheckpoint(f"{folder} cannot be resumed from:\n  " + "\n  ".join(problems))
+    algorithm.load_state_dict(load_file(str(algo_file)), device=policy.config.device)
+    load_optimizer_state(algorithm.get_optimizers(), state_dir)
+    return state_dir

@@ -106,12 +106,7 @@ class SteerRLConfig:
 
     def validate(self) -> None:
         """Resolve `--policy.path`, check the numbers, pick the output folder. Errors name the flag."""
-        policy_path = parser.get_path_arg("policy")
-        if policy_path:
-            overrides = parser.get_cli_overrides("policy") or []
-            # a local path that does not exist is named as such, never sent to the Hub
-            self.policy = load_checkpoint_config(policy_path, cli_overrides=overrides)
-            self.policy.pretrained_path = Path(policy_path)
+        resolve_policy_path(self)
         if self.policy is None:
             raise ConfigError(
                 "no policy: pass --policy.type=dsrl (or dyna_vgd) --policy.base_policy_path=<base checkpoint>, "
@@ -146,16 +141,7 @@ class SteerRLConfig:
         self.check_numbers()
         if not self.job_name:
             self.job_name = f"{self.env.type}_{self.policy.type}"
-        if self.output_dir is None:
-            if self.resume:
-                raise ConfigError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
-            now = dt.datetime.now()
-            self.output_dir = Path("outputs/rl") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}_{self.job_name}"
-        self.output_dir = Path(self.output_dir)
-        if not self.resume and (self.output_dir / "checkpoints").exists():
-            raise FileExistsError(
-                f"{self.output_dir} already holds a run: continue it with --resume=true, or pick another --output_dir"
-            )
+        resolve_output_dir(self, "outputs/rl")
 
     def check_numbers(self) -> None:
         """Every count, size and schedule of the run in its range, before anything is built (the
@@ -164,8 +150,7 @@ class SteerRLConfig:
         check_fields(self, {"n_envs": COUNT, "steps": COUNT, "prefill_steps": NON_NEGATIVE, "utd_ratio": POSITIVE,
                             "batch_size": COUNT, "buffer_capacity": COUNT, "save_freq": NON_NEGATIVE,
                             "log_freq": NON_NEGATIVE, "seed": NON_NEGATIVE, "online_ratio": RATIO}, prefix="--")
-        check_fields(self.eval, {"freq": NON_NEGATIVE, "n_episodes": NON_NEGATIVE, "batch_size": COUNT,
-                                 "seed": NON_NEGATIVE}, prefix="--eval.")
+        check_eval_numbers(self.eval)
         if hasattr(self.algorithm, "grad_steps_per_update"):
             check_fields(self.algorithm, {"grad_steps_per_update": COUNT}, prefix="--algorithm.")
 
@@ -173,6 +158,38 @@ class SteerRLConfig:
     def __get_path_fields__(cls) -> list[str]:
         """`--policy.path` is resolved in validate() (LeRobot's parser filters it out first)."""
         return ["policy"]
+
+
+def resolve_policy_path(cfg) -> None:
+    """`--policy.path=<checkpoint>`: its saved policy config, with the command line's `--policy.*` on
+    top, becomes `cfg.policy` (a run config's `validate()`; LeRobot's parser leaves the path to it)."""
+    policy_path = parser.get_path_arg("policy")
+    if policy_path:
+        overrides = parser.get_cli_overrides("policy") or []
+        # a local path that does not exist is named as such, never sent to the Hub
+        cfg.policy = load_checkpoint_config(policy_path, cli_overrides=overrides)
+        cfg.policy.pretrained_path = Path(policy_path)
+
+
+def resolve_output_dir(cfg, outputs: str) -> None:
+    """`cfg.output_dir` as a Path: by default `<outputs>/<date>/<time>_<job_name>`; a resumed run must
+    name its folder, and a fresh run refuses a folder that already holds one."""
+    if cfg.output_dir is None:
+        if cfg.resume:
+            raise ConfigError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
+        now = dt.datetime.now()
+        cfg.output_dir = Path(outputs) / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}_{cfg.job_name}"
+    cfg.output_dir = Path(cfg.output_dir)
+    if not cfg.resume and (cfg.output_dir / "checkpoints").exists():
+        raise FileExistsError(
+            f"{cfg.output_dir} already holds a run: continue it with --resume=true, or pick another --output_dir"
+        )
+
+
+def check_eval_numbers(eval_cfg: OnlineEvalConfig) -> None:
+    """`--eval.*` counts and schedule in their range (a frequency of 0: only at the end)."""
+    check_fields(eval_cfg, {"freq": NON_NEGATIVE, "n_episodes": NON_NEGATIVE, "batch_size": COUNT,
+                            "seed": NON_NEGATIVE}, prefix="--eval.")
 
 
 def check_local_dataset(dataset: DatasetConfig) -> None:

@@ -12,12 +12,10 @@ mean what they mean for `lerobot-steer-rl`; the robot side (`--robot.*`, `--tele
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lerobot.configs import parser
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 from lerobot.robots import RobotConfig
@@ -28,9 +26,8 @@ from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, 
 from lerobot_steer.record.config import OutcomeConfig
 from lerobot_steer.record.eval_config import DEFAULT_MAX_RELATIVE_TARGET, LABEL_SOURCES, ResetConfig
 from lerobot_steer.sim.robot import SO101SimConfig
-from lerobot_steer.steering.base_adapter import load_checkpoint_config
 
-from .config import STEERING_TYPES, default_utd_ratio
+from .config import STEERING_TYPES, default_utd_ratio, resolve_output_dir, resolve_policy_path
 
 UPDATE_MODES = ("between_episodes", "background")
 INTERVENTION_KEYS = ("space", "i")
@@ -100,10 +97,7 @@ class RobotRLConfig:
 
     def validate(self) -> None:
         """Resolve `--policy.path`, check the numbers, pick the output folder. Errors name the flag."""
-        policy_path = parser.get_path_arg("policy")
-        if policy_path:
-            self.policy = load_checkpoint_config(policy_path, cli_overrides=parser.get_cli_overrides("policy") or [])
-            self.policy.pretrained_path = Path(policy_path)
+        resolve_policy_path(self)
         if self.policy is None:
             raise ConfigError("no policy: pass --policy.type=dsrl --policy.base_policy_path=<base checkpoint>, or "
                               "--policy.path=<a dsrl/dyna_vgd checkpoint> (e.g. trained offline) to continue from it")
@@ -147,15 +141,7 @@ class RobotRLConfig:
             check_fields(self.algorithm, {"grad_steps_per_update": COUNT}, prefix="--algorithm.")
         if not self.job_name:
             self.job_name = f"{self.robot.type}_{self.policy.type}"
-        if self.output_dir is None:
-            if self.resume:
-                raise ConfigError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
-            now = dt.datetime.now()
-            self.output_dir = Path("outputs/rl_robot") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}_{self.job_name}"
-        self.output_dir = Path(self.output_dir)
-        if not self.resume and (self.output_dir / "checkpoints").exists():
-            raise FileExistsError(f"{self.output_dir} already holds a run: continue it with --resume=true, or pick "
-                                  "another --output_dir")
+        resolve_output_dir(self, "outputs/rl_robot")
 
     @property
     def is_sim(self) -> bool:

@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from lerobot.common.control_utils import follower_smooth_move_to
 from lerobot.configs import parser
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 from lerobot.processor import make_default_processors
@@ -58,7 +57,6 @@ from lerobot.scripts.lerobot_record import record_loop
 from lerobot.teleoperators import make_teleoperator_from_config
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE, OBS_STR
 from lerobot.utils.feature_utils import build_dataset_frame
-from lerobot.utils.random_utils import set_seed
 from lerobot.utils.robot_utils import precise_sleep
 from lerobot.utils.utils import log_say
 
@@ -66,7 +64,7 @@ from lerobot_steer.cli_errors import run_command, user_input
 from lerobot_steer.evaluation.checks import check_policy_matches_robot
 from lerobot_steer.record.dataset import recording_features
 from lerobot_steer.record.eval_config import EvalRealConfig
-from lerobot_steer.record.evaluate import EvalSession
+from lerobot_steer.record.evaluate import EvalSession, move_to_pose, slide_to_teleop
 from lerobot_steer.record.keys import KeyboardKeys, KeySource, OutcomeKeys, describe
 from lerobot_steer.record.outcomes import Outcome
 from lerobot_steer.record.recorder import default_outcome
@@ -75,9 +73,7 @@ from lerobot_steer.sim.robot import SO101Sim
 from .acting import SteeringActor
 from .checkpoint import (
     TRAIN_CONFIG_NAME,
-    check_resumable,
     load_training_state,
-    resume_checkpoint,
     save_checkpoint,
     save_config,
 )
@@ -85,8 +81,8 @@ from .chunk_rollout import ChunkBatch
 from .metrics_log import MetricsLog
 from .replay_buffer import ChunkReplayBuffer
 from .robot_config import INTERVENTION_KEYS, RobotRLConfig
-from .run_guard import RunInterrupted, RunLock, StopSignals
-from .train import _resume_config, check_finite_losses
+from .run_guard import RunInterrupted, StopSignals
+from .train import _resume_config, check_finite_losses, checkpoint_to_resume, guarded_run
 
 logger = logging.getLogger("lerobot_steer.rl.robot")
 
@@ -451,21 +447,11 @@ class RobotSteering:
         return self._start_pose
 
     def move_to_start(self) -> None:
-        obs = self.robot.get_observation()
-        current = {k: float(obs[k]) for k in self.robot.action_features if k in obs}
-        target = {**current, **self.start_pose()}
-        print(f"moving to the start pose over {self.cfg.reset.move_time_s:g} s")
-        follower_smooth_move_to(self.robot, current, target, duration_s=self.cfg.reset.move_time_s, fps=self.cfg.fps)
-        for _ in range(max(1, round(0.5 * self.cfg.fps))):
-            self.robot.send_action(target)
-            precise_sleep(1 / self.cfg.fps)
+        move_to_pose(self.robot, self.start_pose(), self.cfg.reset.move_time_s, self.cfg.fps)
 
     def hand_over_to_teleop(self) -> None:
-        obs = self.robot.get_observation()
-        current = {k: v for k, v in obs.items() if k.endswith(".pos")}
-        action = self.teleop_action_processor((self.teleop.get_action(), obs))
-        target = self.robot_action_processor((action, obs))
-        follower_smooth_move_to(self.robot, current, target, duration_s=1.0, fps=self.cfg.fps)
+        slide_to_teleop(self.robot, self.teleop, self.teleop_action_processor, self.robot_action_processor,
+                        self.cfg.fps)
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -494,19 +480,12 @@ def train_on_robot(cfg: RobotRLConfig, key_source: KeySource | None = None) -> d
     """Run (or resume) online steering on the robot; returns the run's counters and last episode row."""
     with user_input():
         cfg.validate()
-    set_seed(cfg.seed)
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(cfg.output_dir), StopSignals() as stop:
+    with guarded_run(cfg) as stop:
         return _run(cfg, key_source, stop)
 
 
 def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) -> dict[str, Any]:
-    with user_input():
-        resume_from = resume_checkpoint(cfg.output_dir) if cfg.resume else None
-        if resume_from is not None:
-            check_resumable(cfg, resume_from)
-    if resume_from is not None:
-        cfg.policy.pretrained_path = resume_from / "pretrained_model"
+    resume_from = checkpoint_to_resume(cfg)
     cap = EvalRealConfig.apply_safety_defaults(cfg)  # the same cap as eval-real on a real arm
     robot = make_robot_from_config(cfg.robot)
     processors = make_default_processors()

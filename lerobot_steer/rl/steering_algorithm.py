@@ -60,6 +60,18 @@ def clip_and_measure(params: list[Tensor], max_norm: float | None) -> Tensor:
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
+def copy_state_in_place(name: str, own: dict[str, Tensor], state_dict: dict[str, Tensor]) -> None:
+    """`RLAlgorithm.load_state_dict` of algorithm `name` whose `state_dict()` is `own` (the live tensors):
+    each copied in place (`copy_`, on its own device and dtype), so optimizers and Polyak averaging keep
+    their references. A key of `own` missing from `state_dict` raises KeyError (naming up to five)."""
+    missing = sorted(set(own) - set(state_dict))
+    if missing:
+        raise KeyError(f"{name} algorithm state is missing {missing[:5]}")
+    with torch.no_grad():
+        for key, target in own.items():
+            target.copy_(state_dict[key].to(device=target.device, dtype=target.dtype))
+
+
 class SteeringAlgorithm(RLAlgorithm):
     """Gradient steps on a steering policy from chunk-level replay batches.
 
@@ -143,13 +155,7 @@ class SteeringAlgorithm(RLAlgorithm):
     def load_state_dict(self, state_dict: dict[str, Tensor], device: str | torch.device = "cpu") -> None:
         """In place (`copy_`), so the optimizers keep their parameter references and Polyak
         averaging keeps updating the policy's own target modules."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        if missing:
-            raise KeyError(f"{self.name} algorithm state is missing {missing[:5]}")
-        with torch.no_grad():
-            for key, target in own.items():
-                target.copy_(state_dict[key].to(device=target.device, dtype=target.dtype))
+        copy_state_in_place(self.name, self.state_dict(), state_dict)
 
     # ------------------------------------------------------------------------------ helpers for actors
 

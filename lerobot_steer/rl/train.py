@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,7 @@ from lerobot_steer.evaluation.stats import summarize
 
 from .acting import SteeringActor
 from .checkpoint import (
+    REQUIRED_FILES,
     TRAIN_CONFIG_NAME,
     TrainingDiverged,
     check_resumable,
@@ -94,6 +96,51 @@ class Timers:
 
 def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
+
+
+@contextmanager
+def guarded_run(cfg) -> Iterator[StopSignals]:
+    """The frame of every training run: seeded (`--seed`), in its output folder, which is locked for the
+    run (`RunLock`); yields the `StopSignals` whose first SIGINT / SIGTERM the loop turns into a
+    checkpoint and a `RunInterrupted`."""
+    set_seed(cfg.seed)
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(cfg.output_dir), StopSignals() as stop:
+        yield stop
+
+
+def checkpoint_to_resume(cfg, required: tuple[str, ...] = REQUIRED_FILES) -> Path | None:
+    """With `--resume=true`: the newest complete checkpoint of the run (whose files of `required` all
+    load), checked against the command line's flags, and the policy set to load its weights; None for
+    a fresh run. Nothing to resume from, or flags the saved run cannot take, are the user's error."""
+    with user_input():
+        resume_from = resume_checkpoint(cfg.output_dir, required) if cfg.resume else None
+        if resume_from is not None:
+            check_resumable(cfg, resume_from)
+    if resume_from is not None:
+        cfg.policy.pretrained_path = resume_from / "pretrained_model"
+    return resume_from
+
+
+def window_row(counters: dict[str, Any], keys: tuple[str, ...], recent, **extra) -> dict[str, Any]:
+    """The head of a log row: the counters `keys`, the training wall time, `extra`, and the rolling
+    `train/...` means of the recent (success, return, length) episodes."""
+    row = {k: counters[k] for k in keys}
+    row["wall_minutes"] = counters["wall_s"] / 60
+    row.update(extra)
+    if recent:
+        for i, name in enumerate(("success_rate", "episode_return", "episode_length")):
+            row[f"train/{name}"] = sum(float(e[i]) for e in recent) / len(recent)
+    return row
+
+
+def report_line(row: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The console line of a log row, with the evaluation's success rate and Wilson CI when it has one."""
+    line = console_line(row, keys)
+    if "eval/success_rate" in row:
+        line += (f" | eval success {row['eval/success_rate']:.0%} "
+                 f"[{row['eval/ci95_low']:.0%}, {row['eval/ci95_high']:.0%}]")
+    return line
 
 
 def build(cfg: SteerRLConfig):
@@ -200,21 +247,14 @@ def train(cfg: SteerRLConfig) -> dict[str, Any]:
         cfg.validate()
     with user_input(ValueError, RuntimeError):  # before any work: a push without a repo id or Hub login fails now
         push = push_requested(cfg)
-    set_seed(cfg.seed)
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(cfg.output_dir), StopSignals() as stop:
+    with guarded_run(cfg) as stop:
         return _run(cfg, push, stop)
 
 
 def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
     """The run itself, in its locked folder. train_config.json is written only once the run is built
     and its checkpoint loaded, so a refused resume leaves the run's files as they were."""
-    with user_input():  # nothing to resume from, or flags the saved run cannot take
-        resume_from = resume_checkpoint(cfg.output_dir) if cfg.resume else None
-        if resume_from is not None:
-            check_resumable(cfg, resume_from)
-    if resume_from is not None:
-        cfg.policy.pretrained_path = resume_from / "pretrained_model"
+    resume_from = checkpoint_to_resume(cfg)
     (policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, buffer, trainer,
      actor) = build(cfg)
     collector = ChunkCollector(envs)
@@ -303,12 +343,8 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
             if _crossed(before, now, cfg.log_freq) or done:
                 elapsed = time.perf_counter() - window_start
                 counters["wall_s"] += elapsed  # training time, evaluations excluded
-                row = {k: counters[k] for k in ("env_steps", "updates", "episodes", "transitions")}
-                row["wall_minutes"] = counters["wall_s"] / 60
-                row["phase"] = actor.mode
-                if recent:
-                    for i, name in enumerate(("success_rate", "episode_return", "episode_length")):
-                        row[f"train/{name}"] = sum(float(e[i]) for e in recent) / len(recent)
+                row = window_row(counters, ("env_steps", "updates", "episodes", "transitions"), recent,
+                                 phase=actor.mode)
                 row.update(last_stats)
                 row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
                 row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
@@ -316,11 +352,7 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
                 if eval_due:
                     row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
                 log.log(row)
-                line = console_line(row, CONSOLE_KEYS)
-                if "eval/success_rate" in row:
-                    line += (f" | eval success {row['eval/success_rate']:.0%} "
-                             f"[{row['eval/ci95_low']:.0%}, {row['eval/ci95_high']:.0%}]")
-                say(line)
+                say(report_line(row, CONSOLE_KEYS))
                 window_start, window_steps = time.perf_counter(), 0
                 timers.seconds = dict.fromkeys(timers.seconds, 0.0)  # shares per log window
             elif eval_due:

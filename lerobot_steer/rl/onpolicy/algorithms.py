@@ -42,7 +42,7 @@ from lerobot.rl.algorithms.configs import RLAlgorithmConfig, TrainingStats
 from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval, check_fields
 from lerobot_steer.rl.registry import register_algorithm
-from lerobot_steer.rl.steering_algorithm import clip_and_measure
+from lerobot_steer.rl.steering_algorithm import clip_and_measure, copy_state_in_place
 
 from .advantages import explained_variance
 from .losses import clipped_surrogate, clipped_value_loss, kl_to_reference
@@ -296,13 +296,7 @@ class OnPolicyAlgorithm(RLAlgorithm):
         return {f"reference.{k}": v.detach() for k, v in self.reference.state_dict().items() if k in trained}
 
     def load_state_dict(self, state_dict: dict[str, Tensor], device: str | torch.device = "cpu") -> None:
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        if missing:
-            raise KeyError(f"{self.name} algorithm state is missing {missing[:5]}")
-        with torch.no_grad():
-            for key, target in own.items():
-                target.copy_(state_dict[key].to(device=target.device, dtype=target.dtype))
+        copy_state_in_place(self.name, self.state_dict(), state_dict)
 
     def get_weights(self) -> dict[str, Any]:
         return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}

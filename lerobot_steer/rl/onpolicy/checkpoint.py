@@ -21,29 +21,22 @@ streams, and so ends where the uninterrupted run ends.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from lerobot.optim.optimizers import load_optimizer_state, save_optimizer_state
 from lerobot.utils.constants import PRETRAINED_MODEL_DIR
-from lerobot.utils.random_utils import load_rng_state, save_rng_state
+from lerobot.utils.random_utils import load_rng_state
 
 from lerobot_steer.rl.checkpoint import (
     ALGORITHM_DIR,
     COUNTERS_FILE,
     TRAINING_STATE_DIR,
-    CorruptCheckpoint,
-    _point_last,
-    _sync_tree,
-    check_finite_weights,
-    checkpoint_dir,
-    checkpoint_problems,
+    load_algorithm_state,
     load_collector_state,
     save_collector_state,
-    save_config,
+    write_checkpoint,
 )
 from lerobot_steer.rl.config import TRAIN_CONFIG_NAME
 
@@ -62,45 +55,19 @@ def save_checkpoint(cfg, *, policy, preprocessor, postprocessor, algorithm, buff
                     counters: dict[str, Any]) -> Path:
     """Write the whole run state for `counters["env_steps"]` (atomically) and point `last` at it.
     Refused, before anything is written, when a trained weight is not finite."""
-    check_finite_weights(policy, algorithm, counters["env_steps"])
-    final = checkpoint_dir(cfg.output_dir, counters["env_steps"])
-    tmp = final.parent / f".tmp_{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model_dir, algo_dir, state_dir = tmp / PRETRAINED_MODEL_DIR, tmp / ALGORITHM_DIR, tmp / TRAINING_STATE_DIR
-    for d in (model_dir, algo_dir, state_dir):
-        d.mkdir(parents=True)
 
-    policy.save_pretrained(model_dir)
-    preprocessor.save_pretrained(model_dir)
-    postprocessor.save_pretrained(model_dir)
-    save_config(cfg, model_dir / TRAIN_CONFIG_NAME)
+    def write_state(state_dir: Path) -> None:
+        save_file(buffer.state_dict(), str(state_dir / ROLLOUT_FILE))
+        save_collector_state(collector, state_dir)
+        (state_dir / COUNTERS_FILE).write_text(json.dumps(counters, indent=2))
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in algorithm.state_dict().items()},
-              str(algo_dir / "model.safetensors"))
-    save_optimizer_state(algorithm.get_optimizers(), state_dir)
-    save_rng_state(state_dir)
-    save_file(buffer.state_dict(), str(state_dir / ROLLOUT_FILE))
-    save_collector_state(collector, state_dir)
-    (state_dir / COUNTERS_FILE).write_text(json.dumps(counters, indent=2))
-
-    _sync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.replace(final)
-    _point_last(final)
-    return final
+    return write_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
+                            algorithm=algorithm, env_steps=counters["env_steps"], write_state=write_state)
 
 
 def load_training_state(folder: Path, *, policy, algorithm, buffer: RolloutBuffer, collector) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy)."""
-    algo_file, state_dir = folder / ALGORITHM_DIR / "model.safetensors", folder / TRAINING_STATE_DIR
-    problems = checkpoint_problems(folder, REQUIRED_FILES)
-    problems += [f"{state_dir / name}: missing (optimizer state)" for name in algorithm.get_optimizers()
-                 if not (state_dir / name).is_dir()]
-    if problems:
-        raise CorruptCheckpoint(f"{folder} cannot be resumed from:\n  " + "\n  ".join(problems))
-    algorithm.load_state_dict(load_file(str(algo_file)), device=policy.config.device)
-    load_optimizer_state(algorithm.get_optimizers(), state_dir)
+    state_dir = load_algorithm_state(folder, policy=policy, algorithm=algorithm, required=REQUIRED_FILES)
     buffer.load_state_dict(load_file(str(state_dir / ROLLOUT_FILE)))
     load_collector_state(collector, state_dir)
     counters = json.loads((state_dir / COUNTERS_FILE).read_text())

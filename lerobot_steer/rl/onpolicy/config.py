@@ -11,12 +11,10 @@ states, RNG, counters).
 """
 
 
-import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lerobot.configs import parser
 from lerobot.configs.default import WandBConfig
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs.configs import EnvConfig
@@ -25,9 +23,13 @@ from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, check_fields
 from lerobot_steer.policies.common.vla_rl_config import VLARLConfigMixin
-from lerobot_steer.rl.config import OnlineEvalConfig
+from lerobot_steer.rl.config import (
+    OnlineEvalConfig,
+    check_eval_numbers,
+    resolve_output_dir,
+    resolve_policy_path,
+)
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
-from lerobot_steer.steering.base_adapter import load_checkpoint_config
 
 from .algorithms import OnPolicyAlgorithmConfig, PPOConfig
 
@@ -75,11 +77,7 @@ class OnPolicyRunConfig:
 
     def validate(self) -> None:
         """Resolve `--policy.path`, check the policy, algorithm and numbers, pick the output folder."""
-        policy_path = parser.get_path_arg("policy")
-        if policy_path:
-            overrides = parser.get_cli_overrides("policy") or []
-            self.policy = load_checkpoint_config(policy_path, cli_overrides=overrides)
-            self.policy.pretrained_path = Path(policy_path)
+        resolve_policy_path(self)
         if self.policy is None:
             raise ConfigError(
                 "no policy: pass --policy.type=smolvla_rl (or pi0_rl, pi05_rl) --policy.base_policy_path=<its stock "
@@ -109,20 +107,10 @@ class OnPolicyRunConfig:
                               "group of envs starts from one initial state")
         check_fields(self, {"n_envs": COUNT, "steps": COUNT, "save_freq": NON_NEGATIVE, "log_freq": NON_NEGATIVE,
                             "seed": NON_NEGATIVE}, prefix="--")
-        check_fields(self.eval, {"freq": NON_NEGATIVE, "n_episodes": NON_NEGATIVE, "batch_size": COUNT,
-                                 "seed": NON_NEGATIVE}, prefix="--eval.")
+        check_eval_numbers(self.eval)
         if not self.job_name:
             self.job_name = f"{self.env.type}_{self.policy.type}_{self.algorithm.type}"
-        if self.output_dir is None:
-            if self.resume:
-                raise ConfigError("--resume=true needs the run to continue: pass --output_dir=<its folder>")
-            now = dt.datetime.now()
-            self.output_dir = Path("outputs/ppo") / f"{now:%Y-%m-%d}" / f"{now:%H-%M-%S}_{self.job_name}"
-        self.output_dir = Path(self.output_dir)
-        if not self.resume and (self.output_dir / "checkpoints").exists():
-            raise FileExistsError(
-                f"{self.output_dir} already holds a run: continue it with --resume=true, or pick another --output_dir"
-            )
+        resolve_output_dir(self, "outputs/ppo")
 
     def rollout_chunks(self) -> int:
         """Chunk steps per env in one rollout: PPO's `rollout_chunks`; GRPO's one episode, at most

@@ -35,17 +35,26 @@ from lerobot.configs import parser
 from lerobot.envs.factory import make_env_pre_post_processors
 from lerobot.policies.factory import make_policy, make_pre_post_processors
 from lerobot.rl.algorithms.factory import make_algorithm
-from lerobot.utils.random_utils import set_seed
 
 from lerobot_steer.cli_errors import run_command, user_input
 from lerobot_steer.evaluation.checks import check_policy_matches_env
 from lerobot_steer.evaluation.rollout import PolicyUnderTest, run_episodes
-from lerobot_steer.rl.checkpoint import TrainingDiverged, check_resumable, resume_checkpoint, save_config
+from lerobot_steer.rl.checkpoint import TrainingDiverged, save_config
 from lerobot_steer.rl.chunk_rollout import ChunkBatch, ChunkCollector
 from lerobot_steer.rl.config import TRAIN_CONFIG_NAME
-from lerobot_steer.rl.metrics_log import MetricsLog, console_line
-from lerobot_steer.rl.run_guard import RunInterrupted, RunLock, StopSignals, stop_signals_ignored
-from lerobot_steer.rl.train import Timers, _crossed, _resume_config, eval_row, interrupted_message
+from lerobot_steer.rl.metrics_log import MetricsLog
+from lerobot_steer.rl.run_guard import RunInterrupted, StopSignals, stop_signals_ignored
+from lerobot_steer.rl.train import (
+    Timers,
+    _crossed,
+    _resume_config,
+    checkpoint_to_resume,
+    eval_row,
+    guarded_run,
+    interrupted_message,
+    report_line,
+    window_row,
+)
 
 from .acting import ChainActor
 from .checkpoint import REQUIRED_FILES, load_training_state, save_checkpoint
@@ -176,19 +185,12 @@ def train(cfg: OnPolicyRunConfig) -> dict[str, Any]:
     the run, and the first SIGINT / SIGTERM stops it after the current chunk step with a checkpoint."""
     with user_input():
         cfg.validate()
-    set_seed(cfg.seed)
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(cfg.output_dir), StopSignals() as stop:
+    with guarded_run(cfg) as stop:
         return _run(cfg, stop)
 
 
 def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
-    with user_input():
-        resume_from = resume_checkpoint(cfg.output_dir, REQUIRED_FILES) if cfg.resume else None
-        if resume_from is not None:
-            check_resumable(cfg, resume_from)
-    if resume_from is not None:
-        cfg.policy.pretrained_path = resume_from / "pretrained_model"
+    resume_from = checkpoint_to_resume(cfg, REQUIRED_FILES)
     policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, actor, buffer = build(cfg)
     episodic = cfg.algorithm.episodic
     collector = ChunkCollector(envs, gamma=cfg.algorithm.gamma)
@@ -255,11 +257,7 @@ def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
             if _crossed(before, now, cfg.log_freq) or done:
                 elapsed = time.perf_counter() - window_start
                 counters["wall_s"] += elapsed
-                row = {k: counters[k] for k in ("env_steps", "updates", "rollouts", "episodes")}
-                row["wall_minutes"] = counters["wall_s"] / 60
-                if recent:
-                    for i, name in enumerate(("success_rate", "episode_return", "episode_length")):
-                        row[f"train/{name}"] = sum(float(e[i]) for e in recent) / len(recent)
+                row = window_row(counters, ("env_steps", "updates", "rollouts", "episodes"), recent)
                 row.update(last_stats)
                 row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
                 row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
@@ -267,11 +265,7 @@ def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
                 if eval_due:
                     row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
                 log.log(row)
-                line = console_line(row, CONSOLE_KEYS)
-                if "eval/success_rate" in row:
-                    line += (f" | eval success {row['eval/success_rate']:.0%} "
-                             f"[{row['eval/ci95_low']:.0%}, {row['eval/ci95_high']:.0%}]")
-                say(line)
+                say(report_line(row, CONSOLE_KEYS))
                 window_start, window_steps = time.perf_counter(), 0
                 timers.seconds = dict.fromkeys(timers.seconds, 0.0)
             elif eval_due:

@@ -153,10 +153,12 @@ def _load_problem(path: Path) -> str | None:
 
 
 def check_resumable(cfg: SteerRLConfig, folder: Path) -> None:
-    """A resumed run continues the saved envs and buffer exactly, so their sizes cannot change;
-    refused before anything is built or written."""
+    """A resumed run continues the saved buffer (and, local to local, the envs) exactly, so their
+    sizes cannot change; refused before anything is built or written."""
     saved = json.loads((folder / PRETRAINED_MODEL_DIR / TRAIN_CONFIG_NAME).read_text())
-    for name in ("n_envs", "buffer_capacity"):
+    # Only a local run resumed locally continues its envs' episodes; with Ray on either side they restart.
+    same_envs = saved.get("runtime", "local") == "local" and getattr(cfg, "runtime", "local") == "local"
+    for name in ("n_envs", "buffer_capacity") if same_envs else ("buffer_capacity",):
         if name in saved and saved[name] != getattr(cfg, name):
             raise ValueError(
                 f"--{name}={getattr(cfg, name)} differs from the run's {saved[name]}: --resume=true continues the "

@@ -218,6 +218,13 @@ class ChunkCollector:
         )
         return batch, episodes
 
+    def metrics(self) -> dict[str, float]:
+        """The collector's own log entries (none here; the Ray collector reports its workers')."""
+        return {}
+
+    def close(self) -> None:
+        self.envs.close()
+
     # -------------------------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:

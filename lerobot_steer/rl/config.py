@@ -51,6 +51,44 @@ class OnlineEvalConfig:
     also_deterministic: bool = False
 
 
+RUNTIMES = ("local", "ray")
+
+
+@dataclass
+class RayRuntimeConfig:
+    """`--runtime=ray`: rollouts in Ray actors, the learner in this process (`rl/ray_runtime.py`).
+
+    num_workers: rollout workers, each a Ray actor with its own `--n_envs` vector envs and an acting
+        copy of the policy (the frozen base loaded once per worker; only what acting needs is
+        broadcast after updates: DSRL's noise actor, VGD's critic).
+    address: None starts Ray on this machine (`ray.init()`); "auto" joins the cluster this machine is
+        part of (`ray start --head` / `ray start --address=...`), or "ray://<head>:10001".
+    num_cpus_per_worker: the CPUs Ray reserves for each worker (its envs, physics and base decodes
+        run on them; torch in a worker uses this many threads, at least one).
+    num_gpus_per_worker: > 0 puts each worker's policy on a GPU share (a VLA base); 0 acts on CPU.
+        The learner's device is `--policy.device`.
+    max_restarts: how often Ray restarts a worker that died (its in-flight chunk is lost and counted
+        in `ray/lost_chunks`); a worker past it is dropped, and the run stops when none is left.
+    node_label: "key=value": place the workers only on Ray nodes started with that label
+        (`ray start --labels='{"key": "value"}'`), e.g. the machine wired to a robot or its cameras.
+    """
+
+    num_workers: int = 2
+    address: str | None = None
+    num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+    max_restarts: int = 3
+    node_label: str | None = None
+
+    def label_selector(self) -> dict[str, str] | None:
+        if not self.node_label:
+            return None
+        key, sep, value = self.node_label.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--ray.node_label={self.node_label}: expected key=value, e.g. --ray.node_label=robot=so101")
+        return {key.strip(): value.strip()}
+
+
 @dataclass
 class SteerRLConfig:
     """Online chunk-level RL of a steering policy in a vectorized sim.
@@ -80,6 +118,10 @@ class SteerRLConfig:
     online_ratio: the share of each update batch drawn from the online buffer when a dataset is given
         (RLPD's symmetric sampling: 0.5).
     save_freq / log_freq: in env steps. Checkpoints land in `output_dir/checkpoints/<env step>/`.
+    runtime: "local" (one process: acting, physics and updates in turn) or "ray" (`ray` options:
+        rollout workers in Ray actors feed the learner here while it updates; `pip install
+        'lerobot_policy_steer[ray]'`). Both write the same checkpoints and metrics, and either resumes
+        the other's run (a resume across runtimes, or of a Ray run, restarts the envs' episodes).
     """
 
     policy: PreTrainedConfig | None = None
@@ -103,6 +145,8 @@ class SteerRLConfig:
     resume: bool = False
     progress: bool = True
     wandb: WandBConfig = field(default_factory=WandBConfig)
+    runtime: str = "local"
+    ray: RayRuntimeConfig = field(default_factory=RayRuntimeConfig)
 
     def validate(self) -> None:
         """Resolve `--policy.path`, check the numbers, pick the output folder. Errors name the flag."""
@@ -151,6 +195,14 @@ class SteerRLConfig:
                             "batch_size": COUNT, "buffer_capacity": COUNT, "save_freq": NON_NEGATIVE,
                             "log_freq": NON_NEGATIVE, "seed": NON_NEGATIVE, "online_ratio": RATIO}, prefix="--")
         check_eval_numbers(self.eval)
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"--runtime={self.runtime}: choose one of {RUNTIMES}")
+        if self.runtime == "ray":
+            check_fields(self.ray, {"num_workers": COUNT, "num_cpus_per_worker": POSITIVE,
+                                    "num_gpus_per_worker": NON_NEGATIVE, "max_restarts": NON_NEGATIVE},
+                         prefix="--ray.")
+            self.ray.label_selector()
+            check_ray_installed()
         if hasattr(self.algorithm, "grad_steps_per_update"):
             check_fields(self.algorithm, {"grad_steps_per_update": COUNT}, prefix="--algorithm.")
 
@@ -202,6 +254,14 @@ def check_local_dataset(dataset: DatasetConfig) -> None:
         what = "does not exist" if not Path(dataset.root).exists() else "has no meta/info.json (not a LeRobot dataset)"
         raise ConfigError(f"--dataset.root={dataset.root} {what}: pass the folder of a LeRobot dataset "
                           "(e.g. one written by lerobot-steer-generate or lerobot-record)")
+
+
+def check_ray_installed() -> None:
+    """`--runtime=ray` without Ray installed is named with the install command, before any work."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--runtime=ray needs Ray: pip install 'lerobot_policy_steer[ray]' (or use --runtime=local)")
 
 
 def default_utd_ratio(policy: PreTrainedConfig) -> float:

@@ -142,7 +142,10 @@ class ChunkReplayBuffer:
             if len(value) != n:
                 raise ValueError(f"{name} has {len(value)} rows; expected {n}")
             target = self.storage[name]
-            target[rows] = torch.as_tensor(np.asarray(value[n - keep :]), dtype=target.dtype)
+            value = np.asarray(value[n - keep :])
+            if isinstance(value, np.ndarray) and not value.flags.writeable:  # a Ray worker's zero-copy array
+                value = value.copy()
+            target[rows] = torch.as_tensor(value, dtype=target.dtype)
         self.position = (self.position + keep) % self.capacity
         self.size = min(self.size + keep, self.capacity)
 

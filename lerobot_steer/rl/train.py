@@ -143,8 +143,10 @@ def report_line(row: dict[str, Any], keys: tuple[str, ...]) -> str:
     return line
 
 
-def build(cfg: SteerRLConfig):
-    """Policy, processors, envs, algorithm and buffer of a run (fresh, from --policy.path, or resumed)."""
+def build_acting(cfg: SteerRLConfig, n_envs: int):
+    """What acts: the policy (fresh, from --policy.path, or resumed), its processors, the env's
+    processors, `n_envs` vector envs (None for 0: a learner whose rollouts run elsewhere) and the
+    `SteeringActor`. The learner builds it once; each Ray rollout worker builds its own."""
     env_cfg = cfg.env
     if cfg.policy.pretrained_path is not None:
         check_policy_matches_env(cfg.policy, env_cfg, label=str(cfg.policy.pretrained_path))
@@ -155,16 +157,32 @@ def build(cfg: SteerRLConfig):
         preprocessor_overrides={"device_processor": {"device": str(policy.config.device)}},
     )
     env_pre, env_post = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=policy.config)
-    with stop_signals_ignored():  # async env workers leave Ctrl-C to the loop, which saves first
-        envs = env_cfg.create_envs(n_envs=cfg.n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
+    envs = None
+    if n_envs:
+        with stop_signals_ignored():  # async env workers leave Ctrl-C to the loop, which saves first
+            envs = env_cfg.create_envs(n_envs=n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
+    task = getattr(env_cfg, "task_description", None)
+    actor = SteeringActor(policy, preprocessor, postprocessor, env_pre, env_post, task=task)
+    return policy, preprocessor, postprocessor, env_pre, env_post, envs, actor
+
+
+def build(cfg: SteerRLConfig):
+    """Policy, processors, the chunk collector (local vector envs, or Ray rollout workers with
+    `--runtime=ray`), algorithm, buffer, trainer and actor of a run."""
+    local = cfg.runtime == "local"
+    policy, preprocessor, postprocessor, env_pre, env_post, envs, actor = build_acting(cfg, cfg.n_envs if local else 0)
     cfg.algorithm.policy_config = policy.config
     algorithm = make_algorithm(cfg.algorithm, policy)
     buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=policy.config.device, seed=cfg.seed)
     trainer = RLTrainer(algorithm, OnlineOfflineMixer(buffer, None, online_ratio=1.0), cfg.batch_size,
                         preprocessor=preprocessor)
-    task = getattr(env_cfg, "task_description", None)
-    actor = SteeringActor(policy, preprocessor, postprocessor, env_pre, env_post, task=task)
-    return policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, buffer, trainer, actor
+    if local:
+        collector = ChunkCollector(envs)
+    else:
+        from .ray_runtime import RayCollector  # Ray is an optional extra
+
+        collector = RayCollector(cfg, actor, algorithm)
+    return policy, preprocessor, postprocessor, env_pre, env_post, collector, algorithm, buffer, trainer, actor
 
 
 def evaluate(cfg: SteerRLConfig, policy, preprocessor, postprocessor, env_pre, env_post) -> dict[str, Any]:
@@ -255,9 +273,8 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
     """The run itself, in its locked folder. train_config.json is written only once the run is built
     and its checkpoint loaded, so a refused resume leaves the run's files as they were."""
     resume_from = checkpoint_to_resume(cfg)
-    (policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, buffer, trainer,
+    (policy, preprocessor, postprocessor, env_pre, env_post, collector, algorithm, buffer, trainer,
      actor) = build(cfg)
-    collector = ChunkCollector(envs)
 
     counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0,
                                 "wall_s": 0.0}
@@ -278,7 +295,7 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
             with user_input(ValueError):
                 check_offline_observations(offline, set(lerobot_observation(collector.obs)))
     except BaseException:
-        envs.close()
+        collector.close()
         raise
     save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
     log = MetricsLog(cfg.output_dir, resume_env_steps=counters["env_steps"] if resume_from else None,
@@ -349,6 +366,7 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
                 row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
                 row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
                 row.update(timers.shares())
+                row.update(collector.metrics())
                 if eval_due:
                     row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
                 log.log(row)
@@ -368,7 +386,7 @@ def _run(cfg: SteerRLConfig, push: bool, stop: StopSignals) -> dict[str, Any]:
                 raise RunInterrupted(interrupted_message(cfg, stop.signum, now, path), stop.signum)
     finally:
         bar.close()
-        envs.close()
+        collector.close()
         log.close()
     if push:
         logger.info("Uploaded to the Hub: %s", push_policy(cfg, policy, preprocessor, postprocessor, counters))

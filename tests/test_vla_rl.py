@@ -299,7 +299,8 @@ def test_lerobot_finds_the_policy_classes_and_processor_factories_by_name(bases)
     (dict(min_noise_std=0.3, max_noise_std=0.1), "--policy.min_noise_std", "set them equal"),
     (dict(sde_noise_level=-1.0), "--policy.sde_noise_level", "(0, inf)"),
     (dict(noise_head_dims=[0]), "--policy.noise_head_dims", "[1, inf)"),
-    (dict(trainable="lora"), "--policy.trainable=lora", "--policy.trainable=expert"),
+    (dict(trainable="lora", lora_rank=0), "--policy.lora_rank", "[1, inf)"),
+    (dict(trainable="lora", lora_target_modules=[]), "--policy.lora_target_modules", "q_proj"),
     (dict(rtc_config=RTCConfig(enabled=True)), "--policy.rtc_config.enabled", "export_to_base"),
 ])
 def test_bad_config_values_name_the_flag_and_the_fix(fields, flag, fix):
@@ -308,9 +309,52 @@ def test_bad_config_values_name_the_flag_and_the_fix(fields, flag, fix):
     assert flag in str(error.value) and fix in str(error.value)
 
 
-def test_trainable_lora_is_refused_as_not_implemented():
-    with pytest.raises(NotImplementedError, match="--policy.trainable=expert"):
-        make_policy_config("smolvla_rl", trainable="lora", device="cpu")
+@pytest.mark.parametrize("kind", ["pi0", "smolvla"])
+def test_lora_adapts_the_frozen_vlm_and_starts_at_the_base_actions(bases, kind):
+    rl = _rl(bases, kind, trainable="lora", lora_rank=4)
+    batch, noise = batch_maker(rl)(2, 5), _noise()
+    rl.eval()
+    assert torch.equal(rl.predict_action_chunk(batch, noise=noise), bases[kind][1].predict_action_chunk(batch, noise=noise))
+    rl.train()
+    out = rl.sample_actions_with_log_prob(batch, _noise())
+    rl.evaluate_chain(batch, out.chain).log_prob.sum().backward()
+    named = dict(rl.lora_module.named_parameters())
+    adapters = {n: p for n, p in named.items() if "lora_" in n}
+    assert adapters and all(p.requires_grad for p in adapters.values())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in adapters.items() if "lora_B" in n), \
+        "no gradient into the VLM's adapters through the prefix pass"
+    frozen = [n for n, p in named.items() if "lora_" not in n and (p.requires_grad or p.grad is not None)]
+    assert not frozen, f"the VLM's own weights must stay frozen: {frozen[:3]}"
+    assert rl.model.action_in_proj.weight.grad is not None, "the action expert trains beside the adapters"
+
+
+@pytest.mark.parametrize("kind", ["pi0", "smolvla"])
+def test_lora_checkpoint_reloads_and_exports_with_the_adapters_merged(bases, kind, tmp_path):
+    rl = _rl(bases, kind, trainable="lora", lora_rank=4)
+    with torch.no_grad():  # "fine-tuned" adapters: the export must carry them, merged
+        for name, p in rl.lora_module.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(3))
+    rl.save_pretrained(tmp_path / "rl")
+    loaded = get_policy_class(f"{kind}_rl").from_pretrained(tmp_path / "rl")
+    for key, value in rl.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    batch, noise = batch_maker(loaded)(2, 8), _noise()
+    loaded.eval()
+    actions = loaded.predict_action_chunk(batch, noise=noise)
+    assert not torch.allclose(bases[kind][1].predict_action_chunk(batch, noise=noise), actions)
+
+    pre, post = make_pre_post_processors(loaded.config, pretrained_path=str(bases[kind][0]))
+    out = export_to_base(loaded, tmp_path / "stock", preprocessor=pre, postprocessor=post)
+    stock = get_policy_class(kind).from_pretrained(out)
+    assert not any("lora_" in k or "base_layer" in k for k in stock.state_dict())
+    torch.testing.assert_close(stock.predict_action_chunk(batch, noise=noise), actions, atol=1e-5, rtol=1e-5)
+    assert torch.equal(loaded.predict_action_chunk(batch, noise=noise), actions), "the export left the adapters as they were"
+
+
+def test_lora_target_modules_that_match_nothing_are_named(bases):
+    with pytest.raises(ConfigError, match="--policy.lora_target_modules"):
+        _rl(bases, "smolvla", trainable="lora", lora_target_modules=["no_such_layer"])
 
 
 def test_smolvla_rl_refuses_adapt_to_pi_aloha():

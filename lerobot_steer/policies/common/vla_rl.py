@@ -226,6 +226,8 @@ class VLARLPolicyMixin:
         self._act_stochastic: bool | None = None
         if start_from_base:
             self.load_base_weights(config.base_policy_path, revision=config.base_policy_revision)
+        if config.trainable == "lora":  # after the stock weights: adapters rename the layers they wrap
+            self._add_lora()
 
     # ------------------------------------------------------------------------ family-specific facts
 
@@ -240,6 +242,11 @@ class VLARLPolicyMixin:
 
     @property
     def prefix_width(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def lora_module(self) -> nn.Module:
+        """The VLM alone (not its action expert): where `trainable=lora` adds adapters."""
         raise NotImplementedError
 
     @property
@@ -302,6 +309,55 @@ class VLARLPolicyMixin:
                 f"{mismatch}. Missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
                 f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
             )
+
+    # ----------------------------------------------------------------------------------------- LoRA
+
+    def _add_lora(self) -> None:
+        """Low-rank adapters on the VLM's `lora_target_modules` (PEFT's own LoRA layers, injected in place
+        so the policy stays this class and LeRobot's save / load see ordinary modules). B starts at zero:
+        the actions are the base's until training moves them."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        c = self.config
+        lora = LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, lora_dropout=0.0, bias="none",
+                          target_modules=list(c.lora_target_modules))
+        try:
+            inject_adapter_in_model(lora, self.lora_module)
+        except ValueError as error:  # no layer of the VLM matched the names
+            raise ConfigError(f"--policy.lora_target_modules={list(c.lora_target_modules)}: {error}") from error
+        # PEFT leaves the adapters trainable; the frozen VLM around them stays as LeRobot set it.
+        if not any(p.requires_grad for n, p in self.lora_module.named_parameters() if "lora_" in n):
+            raise ConfigError("--policy.trainable=lora added no trainable adapter to the VLM")
+
+    def _lora_layers(self) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+        """(parent, attribute name, PEFT LoRA layer) for every adapted layer of the VLM."""
+        from peft.tuners.lora import LoraLayer
+
+        for parent in self.lora_module.modules():
+            for name, child in parent.named_children():
+                if isinstance(child, LoraLayer):
+                    yield parent, name, child
+
+    @contextlib.contextmanager
+    def lora_merged(self) -> Iterator[None]:
+        """For the duration, each LoRA layer is replaced by its wrapped stock layer with the adapter's
+        delta added (W + alpha / r * B A): the state dict then has the stock names and merged weights.
+        The weights are restored exactly afterwards (from copies, not by subtracting the delta)."""
+        layers = list(self._lora_layers())
+        saved = []
+        try:
+            with torch.no_grad():
+                for parent, name, layer in layers:
+                    base = layer.get_base_layer()
+                    saved.append((parent, name, layer, base.weight.detach().clone()))
+                    base.weight.add_(layer.get_delta_weight("default").to(base.weight.dtype))
+                    setattr(parent, name, base)
+            yield
+        finally:
+            with torch.no_grad():
+                for parent, name, layer, weight in saved:
+                    layer.get_base_layer().weight.copy_(weight)
+                    setattr(parent, name, layer)
 
     def _make_noise_head(self) -> NoiseStdHead | None:
         if self.config.stochastic_chain != "flow_noise":
@@ -493,7 +549,8 @@ def export_to_base(policy: VLARLPolicyMixin, out_dir: str | Path, *, preprocesso
     heads (written by the same safetensors call as LeRobot's save_pretrained), and the processors:
     `preprocessor` / `postprocessor` if given (e.g. loaded from this policy's own checkpoint), else
     those of `base_policy_path`. The stock policy's deterministic actions are this policy's
-    deterministic (eval-mode) actions.
+    deterministic (eval-mode) actions (with LoRA adapters merged into the VLM's weights: equal up to
+    float rounding).
     """
     from safetensors.torch import save_model
 
@@ -512,7 +569,8 @@ def export_to_base(policy: VLARLPolicyMixin, out_dir: str | Path, *, preprocesso
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy.config.base_config()._save_pretrained(out)
-    with policy.without_rl_heads():
+    merged = policy.lora_merged() if policy.config.trainable == "lora" else contextlib.nullcontext()
+    with policy.without_rl_heads(), merged:
         save_model(policy, str(out / MODEL_FILE))
     preprocessor.save_pretrained(out)
     postprocessor.save_pretrained(out)

@@ -32,10 +32,6 @@ RUN_FIELDS = frozenset({
 IO_FIELDS = frozenset({"input_features", "output_features"})
 
 
-class UnsupportedChoiceError(ConfigError, NotImplementedError):
-    """A config value names something this version does not implement (the message says what to use)."""
-
-
 @dataclass
 class VLARLConfigMixin:
     """RL fields of `pi0_rl` / `pi05_rl` / `smolvla_rl`, on top of LeRobot's config of the base type.
@@ -67,8 +63,10 @@ class VLARLConfigMixin:
 
     What trains:
         trainable: "expert" (the action expert and the projections around it; LeRobot's
-            `train_expert_only`), "all", or "lora" (not implemented yet: refused with what to use).
-            The noise and value heads always train.
+            `train_expert_only`), "lora" (the expert plus low-rank adapters on the VLM's linear layers
+            `lora_target_modules`, rank `lora_rank`, scale `lora_alpha / lora_rank`, added with PEFT's
+            `inject_adapter_in_model`; the VLM's own weights stay frozen; an export merges the adapters
+            into the stock weights), or "all". The noise and value heads always train.
 
     Acting:
         deterministic_eval: in eval mode `select_action` / `predict_action_chunk` run the base's own
@@ -93,6 +91,9 @@ class VLARLConfigMixin:
     value_head_dims: list[int] = field(default_factory=lambda: [256, 256])
 
     trainable: str = "expert"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     deterministic_eval: bool = True
 
     # Filled from the base checkpoint when its fields are copied in (do not set by hand).
@@ -118,12 +119,10 @@ class VLARLConfigMixin:
                 "the noise head's std lies in [min_noise_std, max_noise_std]; set them equal for a fixed std"
             )
         if self.trainable == "lora":
-            raise UnsupportedChoiceError(
-                "--policy.trainable=lora is not implemented yet: LeRobot 0.6.1's PEFT path (wrap_with_peft, "
-                "lerobot-train --peft.method_type=LORA) wraps the policy in a peft.PeftModel, through which the "
-                "RL heads and the stochastic chain have not been wired. Use --policy.trainable=expert (the action "
-                "expert and its projections, LeRobot's train_expert_only) or --policy.trainable=all"
-            )
+            check_fields(self, {"lora_rank": COUNT, "lora_alpha": POSITIVE})
+            if not self.lora_target_modules:
+                raise ConfigError("--policy.lora_target_modules is empty: name the VLM's linear layers to adapt, "
+                                  "e.g. --policy.lora_target_modules='[q_proj,k_proj,v_proj,o_proj]'")
         rtc = getattr(self, "rtc_config", None)
         if rtc is not None and rtc.enabled:
             raise ConfigError(
@@ -136,8 +135,9 @@ class VLARLConfigMixin:
                 f"--policy.adapt_to_pi_aloha=true is not supported by {self.type}: its actions are transformed "
                 "after denoising, so the chain's last state would not be the action. Set it to false"
             )
-        # What trains, in LeRobot's own switch (the VLM's requires_grad and eval mode follow it).
-        self.train_expert_only = self.trainable == "expert"
+        # What trains, in LeRobot's own switch (the VLM's requires_grad and eval mode follow it); with LoRA
+        # the VLM's own weights stay frozen too and only its adapters train beside the expert.
+        self.train_expert_only = self.trainable in ("expert", "lora")
 
     # ----------------------------------------------------------------------------- base checkpoint
 

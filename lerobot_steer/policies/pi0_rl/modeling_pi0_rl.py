@@ -28,6 +28,10 @@ class _PaliGemmaRL(VLARLPolicyMixin):
         return self.model.paligemma_with_expert
 
     @property
+    def lora_module(self) -> nn.Module:
+        return self.model.paligemma_with_expert.paligemma
+
+    @property
     def prefix_width(self) -> int:
         return self.model.paligemma_with_expert.paligemma.config.text_config.hidden_size
 

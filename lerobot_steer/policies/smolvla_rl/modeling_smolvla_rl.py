@@ -29,6 +29,10 @@ class SmolVLARLPolicy(VLARLPolicyMixin, SmolVLAPolicy):
         return self.model.vlm_with_expert
 
     @property
+    def lora_module(self) -> nn.Module:
+        return self.model.vlm_with_expert.vlm
+
+    @property
     def prefix_width(self) -> int:
         return self.model.vlm_with_expert.config.text_config.hidden_size
 

@@ -107,10 +107,41 @@ def test_keys_are_the_rewards_and_every_episode_is_checkpointed(tmp_path, base):
     assert (run / "checkpoints" / "last" / "pretrained_model" / "policy_preprocessor.json").is_file()
 
 
+def test_dataset_records_the_labelled_episodes_the_learner_stores(tmp_path, base):
+    """--dataset.*: the episodes as played, labelled by the same keys; a discarded take is not recorded,
+    and the dataset reloads as a LeRobot dataset with the outcome columns."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from lerobot_steer.record.config import LabelledDatasetRecordConfig
+    from lerobot_steer.record.outcome_log import read_outcomes
+
+    keys = ScriptedKeys([(0, 5, "s"), (1, 2, "r"), (2, 3, "f")])  # attempt 1 is discarded and run again
+    root = tmp_path / "steered"
+    dataset_cfg = LabelledDatasetRecordConfig(repo_id="local/steered", root=root, video=False)
+    train_on_robot(_cfg(tmp_path, base, episodes=3, prefill_episodes=1, dataset=dataset_cfg), key_source=keys)
+    rows = read_outcomes(root)
+    assert [(r["label"], r["length"]) for r in rows] == [("success", 5), ("failure", 3), ("failure", 12)]
+    assert [r["label"] for r in _rows(tmp_path / "run")] == ["success", "failure", "failure"]
+    dataset = LeRobotDataset("local/steered", root=root, video_backend="pyav")
+    assert dataset.num_episodes == 3 and dataset.num_frames == 20 and dataset.fps == FPS
+    reward, success = dataset.hf_dataset["next.reward"], dataset.hf_dataset["next.success"]
+    assert float(sum(reward)) == 1.0 and bool(success[4]) and not any(bool(x) for x in success[5:])
+    assert dataset.meta.tasks.index.tolist() == ["Pick up the red block and place it in the blue bowl."]
+    assert {"observation.images.front", "observation.state", "action"} <= set(dataset.features)
+
+
 def test_resume_after_a_crash_mid_episode_keeps_every_stored_transition(tmp_path, base, monkeypatch):
     """The run dies in episode 2 (an exception from the robot, as a kill would); --resume=true continues
-    from episode 2 with the buffer, counters and update count of the checkpoint after episode 1."""
+    from episode 2 with the buffer, counters and update count of the checkpoint after episode 1. The
+    recording keeps the cut-short episode as interrupted, and the resumed run appends to it."""
+    from lerobot_steer.record.config import LabelledDatasetRecordConfig
+    from lerobot_steer.record.outcome_log import read_outcomes
     from lerobot_steer.sim.robot import SO101Sim
+
+    root = tmp_path / "steered"
+
+    def dataset_cfg():
+        return LabelledDatasetRecordConfig(repo_id="local/steered", root=root, video=False)
 
     real_send = SO101Sim.send_action
     calls = {"n": 0}
@@ -123,8 +154,8 @@ def test_resume_after_a_crash_mid_episode_keeps_every_stored_transition(tmp_path
 
     monkeypatch.setattr(SO101Sim, "send_action", dying_send)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_on_robot(_cfg(tmp_path, base, episodes=4, prefill_episodes=1, label_source="sim", batch_size=4),
-                       key_source=ScriptedKeys([]))
+        train_on_robot(_cfg(tmp_path, base, episodes=4, prefill_episodes=1, label_source="sim", batch_size=4,
+                            dataset=dataset_cfg()), key_source=ScriptedKeys([]))
     run = tmp_path / "run"
     before = _counters(run)
     assert before["episodes"] == 2 and before["env_steps"] == 24 and before["transitions"] == 6
@@ -132,13 +163,16 @@ def test_resume_after_a_crash_mid_episode_keeps_every_stored_transition(tmp_path
     assert len(_buffer(run)["reward"]) == 6
 
     monkeypatch.setattr(SO101Sim, "send_action", real_send)
+    assert [(r["label"], r["length"]) for r in read_outcomes(root)][-1] == ("interrupted", 4)
+    assert len(read_outcomes(root)) == 3
     result = train_on_robot(_cfg(tmp_path, base, episodes=4, prefill_episodes=1, label_source="sim", batch_size=4,
-                                 resume=True), key_source=ScriptedKeys([]))
+                                 resume=True, dataset=dataset_cfg()), key_source=ScriptedKeys([]))
     after = _counters(run)
     assert after["episodes"] == 4 and after["env_steps"] == 48 and after["transitions"] == 12
     assert after["updates"] > before["updates"] and result["updates"] == after["updates"]
     assert len(_buffer(run)["reward"]) == 12
     assert [r["episode"] for r in _rows(run)] == [0, 1, 2, 3]
+    assert len(read_outcomes(root)) == 5  # 2 stored, the interrupted one, then the resumed run's 2
 
 
 def test_background_updates_run_while_the_arm_acts(tmp_path, base):

@@ -23,7 +23,7 @@ from lerobot.teleoperators import TeleoperatorConfig
 
 from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, POSITIVE, check_fields
-from lerobot_steer.record.config import OutcomeConfig
+from lerobot_steer.record.config import LabelledDatasetRecordConfig, OutcomeConfig
 from lerobot_steer.record.eval_config import DEFAULT_MAX_RELATIVE_TARGET, LABEL_SOURCES, ResetConfig
 from lerobot_steer.sim.robot import SO101SimConfig
 
@@ -66,6 +66,11 @@ class RobotRLConfig:
     reset / label_source / outcome: as lerobot-steer-eval-real (`--label_source=sim` on so101_sim).
     max_relative_target: the per-step joint cap applied to a real robot whose config leaves it unset.
     realtime: pace the loop in wall-clock time (default: on for real robots, off on so101_sim).
+    dataset: also record every episode as a labelled LeRobot dataset (`--dataset.repo_id=<id>
+        [--dataset.root=<dir>]`, LeRobot's recording options; the outcome columns and
+        meta/outcomes.jsonl as `lerobot-steer-record` writes them): the arm's episodes as they were
+        played, steered, for evaluation or offline training. Its fps, task and episode length are the
+        run's; `--resume=true` appends to it. Off by default.
     resume: continue the run in --output_dir from its last checkpoint (the episode in progress at a
         crash is lost, every stored one is kept).
     """
@@ -84,6 +89,7 @@ class RobotRLConfig:
     batch_size: int = 256
     buffer_capacity: int = 100_000
     reset: ResetConfig = field(default_factory=ResetConfig)
+    dataset: LabelledDatasetRecordConfig | None = None
     label_source: str = "keys"
     outcome: OutcomeConfig = field(default_factory=lambda: OutcomeConfig(default_label="failure", label_wait_s=10.0))
     max_relative_target: float | None = DEFAULT_MAX_RELATIVE_TARGET
@@ -139,6 +145,14 @@ class RobotRLConfig:
                             "batch_size": COUNT, "buffer_capacity": COUNT, "seed": NON_NEGATIVE}, prefix="--")
         if hasattr(self.algorithm, "grad_steps_per_update"):
             check_fields(self.algorithm, {"grad_steps_per_update": COUNT}, prefix="--algorithm.")
+        if self.dataset is not None:
+            if not self.dataset.repo_id:
+                raise ConfigError("--dataset.* given without --dataset.repo_id (e.g. local/so101_steered): name the "
+                                  "dataset the episodes are recorded into, or drop --dataset.* to record none")
+            # One clock and one task for the robot, the learner and the recording.
+            self.dataset.fps, self.dataset.episode_time_s = self.fps, self.episode_time_s
+            self.dataset.single_task = self.dataset.single_task or self.task
+            self.dataset.num_episodes = self.episodes
         if not self.job_name:
             self.job_name = f"{self.robot.type}_{self.policy.type}"
         resolve_output_dir(self, "outputs/rl_robot")

@@ -24,8 +24,11 @@ shared, not copied).
 
 What a checkpoint does not hold is the episode in progress: after a crash or kill -9, `--resume=true`
 starts a new episode; every stored transition, the optimizers, RNG and counters continue exactly.
-Not done here: recording the episodes into a LeRobot dataset (run `lerobot-steer-eval-real` on the
-checkpoints for labelled recordings).
+With `--dataset.repo_id=...` every episode is also recorded into a labelled LeRobot dataset (the
+writer and outcome columns of `lerobot-steer-record`); a dropped episode is not, one cut short by
+Ctrl-C or an error is saved as `interrupted`. After a kill -9 the dataset can hold one episode more
+than the run's checkpoint (recorded, then killed before the checkpoint): it happened on the arm, and
+the resumed run appends after it.
 """
 
 
@@ -62,12 +65,14 @@ from lerobot.utils.utils import log_say
 
 from lerobot_steer.cli_errors import run_command, user_input
 from lerobot_steer.evaluation.checks import check_policy_matches_robot
-from lerobot_steer.record.dataset import recording_features
+from lerobot_steer.record.dataset import open_dataset, recording_features
 from lerobot_steer.record.eval_config import EvalRealConfig
 from lerobot_steer.record.evaluate import EvalSession, move_to_pose, slide_to_teleop
+from lerobot_steer.record.frames import OutcomeFrames, keep_complete_frames, label_episode, pending_frames
 from lerobot_steer.record.keys import KeyboardKeys, KeySource, OutcomeKeys, describe
+from lerobot_steer.record.outcome_log import OutcomeLog
 from lerobot_steer.record.outcomes import Outcome
-from lerobot_steer.record.recorder import default_outcome
+from lerobot_steer.record.recorder import default_outcome, push_and_exit
 from lerobot_steer.sim.robot import SO101Sim
 
 from .acting import SteeringActor
@@ -193,6 +198,36 @@ def frame_stats(periods: list[float], fps: int) -> dict[str, float]:
             "frame_ms_max": float(ms.max()), "frame_over_budget": float(np.mean(ms > 1.1 * budget))}
 
 
+class EpisodeRecording:
+    """`--dataset.*`: the arm's episodes written into a labelled LeRobot dataset, as
+    `lerobot-steer-record` writes them (LeRobot's writer, the outcome columns on every frame and the
+    label on the last, meta/outcomes.jsonl). One episode at a time: frames while it plays, then
+    `save(outcome)` or `drop()`; an episode cut short by Ctrl-C or an error is saved as interrupted."""
+
+    def __init__(self, dataset, task: str):
+        self.dataset, self.task = dataset, task
+        self.log = OutcomeLog(dataset.root, dataset.num_episodes)
+        self.frames = OutcomeFrames(dataset, lambda _i: None)
+
+    def add(self, observation_frame: dict, action_frame: dict) -> None:
+        self.frames.add_frame({**observation_frame, **action_frame, "task": self.task})
+
+    def save(self, outcome: Outcome) -> None:
+        length = pending_frames(self.dataset)
+        if length == 0 or not keep_complete_frames(self.dataset):
+            self.drop()
+            return
+        label_episode(self.dataset, outcome)
+        index = self.dataset.num_episodes
+        self.dataset.save_episode()
+        self.log.add(index, outcome, length, self.task)
+        print("  recorded: " + self.log.status(index, outcome, length))
+
+    def drop(self) -> None:
+        if self.dataset.has_pending_frames():
+            self.dataset.clear_episode_buffer()
+
+
 # ------------------------------------------------------------------------------------- learner
 
 
@@ -313,18 +348,21 @@ class RobotSteering:
     """The connected robot, the keys and the acting side: one episode at a time."""
 
     def __init__(self, cfg: RobotRLConfig, robot, teleop, keys: EpisodeKeys, source: KeySource, processors: tuple,
-                 features: dict, actor: SteeringActor, learner: Learner, stop: StopSignals, start_pose: dict):
+                 features: dict, actor: SteeringActor, learner: Learner, stop: StopSignals, start_pose: dict,
+                 recording: EpisodeRecording | None = None):
         self.cfg, self.robot, self.teleop, self.keys, self.source = cfg, robot, teleop, keys, source
+        self.recording = recording
         self.teleop_action_processor, self.robot_action_processor, self.robot_observation_processor = processors
         self.features, self.actor, self.learner, self.stop = features, actor, learner, stop
         self.action_names = list(features[ACTION]["names"])
         self.is_sim = isinstance(robot, SO101Sim)
         self._start_pose = start_pose
 
-    def observe(self) -> tuple[dict, dict]:
+    def observe(self) -> tuple[dict, dict, dict]:
+        """The robot's raw observation, the policy's gym observation and the dataset's observation frame."""
         obs = self.robot.get_observation()
         frame = build_dataset_frame(self.features, self.robot_observation_processor(obs), prefix=OBS_STR)
-        return obs, gym_observation(frame)
+        return obs, gym_observation(frame), frame
 
     def hold(self) -> None:
         """Stop the arm where it is: its present joint positions as the targets."""
@@ -332,7 +370,18 @@ class RobotSteering:
         self.robot.send_action({k: float(obs[k]) for k in self.robot.action_features if k in obs})
 
     def run_episode(self, attempt: int, index: int, last: bool) -> Episode | None:
-        """One episode, its reset period and its label; None when it is dropped (r / left, d)."""
+        """One episode, its reset period and its label; None when it is dropped (r / left, d). With
+        `--dataset.*` the episode is recorded too; one cut short by an error is saved as interrupted."""
+        try:
+            return self._run_episode(attempt, index, last)
+        except BaseException as error:
+            if self.recording is not None and self._dropping():
+                self.recording.drop()
+            elif self.recording is not None:
+                self.recording.save(Outcome.interrupted(error))
+            raise
+
+    def _run_episode(self, attempt: int, index: int, last: bool) -> Episode | None:
         cfg, keys, events = self.cfg, self.keys, self.keys.events
         keys.start_episode()
         log_say(f"Recording episode {index}", cfg.play_sounds)
@@ -356,7 +405,7 @@ class RobotSteering:
             self.source.on_frame(attempt, frames)
             if events["exit_early"] or self.stop.requested:
                 break
-            obs, gym_obs = self.observe()
+            obs, gym_obs, frame = self.observe()
             if not queue:
                 if pending is not None:
                     pending.next_obs = gym_obs
@@ -371,6 +420,8 @@ class RobotSteering:
                     self.actor.observe(gym_obs)
             values = dict(zip(self.action_names, (float(v) for v in queue.pop(0)), strict=True))
             self.robot.send_action(self.robot_action_processor((values, obs)))
+            if self.recording is not None:
+                self.recording.add(frame, build_dataset_frame(self.features, values, prefix=ACTION))
             pending.n_steps += 1
             frames += 1
             if self.is_sim and sim_success is None and self.robot.last_info.get("is_success"):
@@ -385,8 +436,10 @@ class RobotSteering:
             pending.next_obs = self.observe()[1]
             chunks.append(pending)
         events["exit_early"] = False
-        if self.stop.requested:
-            return None  # Ctrl-C: the run stops; this episode is not stored
+        if self.stop.requested:  # Ctrl-C: the run stops; this episode is not stored (but recorded)
+            if self.recording is not None:
+                self.recording.save(Outcome.interrupted(KeyboardInterrupt("stopped by a signal")))
+            return None
         keys.phase = "reset"
         if not events["stop_recording"] and (not last or events["rerecord_episode"]):
             self.reset_period()
@@ -397,11 +450,16 @@ class RobotSteering:
         if self._dropping():
             print(f"episode {index}: discarded{'' if keys.discard else ', running it again'}")
             events["rerecord_episode"] = False
+            if self.recording is not None:
+                self.recording.drop()
             return None
         if not chunks:
             return None
         sim_outcome = self.robot.env.outcome(sim_success is not None) if self.is_sim else None
-        return Episode(chunks, self.outcome(sim_success), keys.intervened, frames, periods, sim_outcome)
+        outcome = self.outcome(sim_success)
+        if self.recording is not None:
+            self.recording.save(outcome)
+        return Episode(chunks, outcome, keys.intervened, frames, periods, sim_outcome)
 
     def _dropping(self) -> bool:
         return self.keys.discard or self.keys.events["rerecord_episode"]
@@ -514,6 +572,12 @@ def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) ->
     log = MetricsLog(cfg.output_dir, resume_env_steps=counters["env_steps"] if resume_from else None)
     print(f"max_relative_target: {cap}")
 
+    recording = None
+    if cfg.dataset is not None:  # before anything connects: a dataset that cannot take these episodes is refused now
+        with user_input(ValueError, FileNotFoundError, FileExistsError):
+            dataset = open_dataset(cfg, robot, recording_features(robot, processors[0], processors[2],
+                                                                  use_videos=cfg.dataset.video))
+        recording = EpisodeRecording(dataset, cfg.dataset.single_task)
     keys = EpisodeKeys(cfg.outcome.failure_reasons, cfg.outcome.digits, cfg.outcome.label_ends_episode)
     source = key_source if key_source is not None else KeyboardKeys()
     teleop = make_teleoperator_from_config(cfg.teleop) if cfg.teleop is not None else None
@@ -540,7 +604,7 @@ def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) ->
                                            for k, v in cfg.reset.start_pose.items()})
         source.start(keys.press)
         session = RobotSteering(cfg, robot, teleop, keys, source, processors, features, actor, learner, stop,
-                                counters["start_pose"])
+                                counters["start_pose"], recording)
         if cfg.reset.mode == "start_pose":
             session.move_to_start()
         if cfg.updates == "background":
@@ -587,6 +651,11 @@ def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) ->
             teleop.disconnect()
         source.stop()
         log.close()
+        if recording is not None:
+            recording.dataset.finalize()
+            print(f"{recording.dataset.num_episodes} episodes recorded in {recording.dataset.root}")
+    if recording is not None:
+        push_and_exit(cfg, recording.dataset)
     return {**counters, "last_row": row, "update_seconds": learner.update_seconds}
 
 

@@ -296,6 +296,26 @@ def test_push_to_hub_is_off_by_default():
     assert LabelledDatasetRecordConfig().push_to_hub is False
 
 
+def test_a_push_writes_the_outcome_table_into_the_dataset_card(tmp_path):
+    """What `--dataset.push_to_hub=true` hands LeRobot's card template: the columns' meaning, the label
+    counts, the success rate with its Wilson interval, the failure reasons (no network: the push itself
+    is LeRobot's and needs the Hub)."""
+    from lerobot.datasets.utils import create_lerobot_dataset_card
+
+    from lerobot_steer.record.outcome_log import OutcomeLog, dataset_card_description
+    from lerobot_steer.record.outcomes import Outcome
+
+    log = OutcomeLog(tmp_path, 0)
+    for i, outcome in enumerate([Outcome.of_success(), Outcome.of_failure("missed_bowl"), Outcome.of_success(),
+                                 Outcome.of_failure("missed_bowl")]):
+        log.add(i, outcome, 10, "task")
+    text = dataset_card_description(tmp_path)
+    assert "| success | 2 |" in text and "| failure | 2 |" in text and "next.reward" in text
+    assert "50.0% (Wilson 95 % interval 15.0% - 85.0%)" in text and "missed_bowl 2" in text
+    card = create_lerobot_dataset_card(dataset_description=text)
+    assert "| success | 2 |" in str(card)
+
+
 # ------------------------------------------------------------------------------ keys
 
 

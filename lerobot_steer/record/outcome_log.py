@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .keys import describe
-from .outcomes import FAILURE, INTERRUPTED, PARTIAL, SUCCESS, UNLABELLED, Outcome
+from .outcomes import FAILURE, INTERRUPTED, LABELS, PARTIAL, SUCCESS, UNLABELLED, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +65,34 @@ class OutcomeLog:
         if self.discarded:
             line += f" | {self.discarded} discarded"
         return line
+
+
+def dataset_card_description(root: str | Path) -> str:
+    """The "Dataset Description" of the dataset card a push writes (LeRobot's card template): what the
+    outcome columns mean and the label counts of meta/outcomes.jsonl, with the success rate and its
+    Wilson 95 % interval over the labelled episodes."""
+    from lerobot_steer.evaluation.stats import wilson_interval
+
+    rows = read_outcomes(root)
+    counts = Counter(row["label"] for row in rows)
+    reasons = Counter(row.get("reason") for row in rows if row["label"] == FAILURE and row.get("reason"))
+    labelled = sum(counts[label] for label in (SUCCESS, FAILURE, PARTIAL))
+    lines = [
+        "Episodes recorded with outcome labels by lerobot-steer (the `lerobot_policy_steer` package): each episode "
+        "was labelled "
+        "when it ended (a key, or the simulation's own success signal). Per frame, `next.reward` is the "
+        "episode's reward on its last frame (1 success, 0 failure, the score for partial) and 0 before, "
+        "`next.success` marks a successful last frame and `next.done` the last frame. `meta/outcomes.jsonl` "
+        "lists every episode's label, failure reason, score and length.",
+        "",
+        "| label | episodes |",
+        "|---|---|",
+        *(f"| {label} | {counts[label]} |" for label in LABELS if counts[label]),
+    ]
+    if labelled:
+        low, high = wilson_interval(counts[SUCCESS], labelled)
+        lines += ["", f"Success rate over the {labelled} labelled episodes: {counts[SUCCESS] / labelled:.1%} "
+                      f"(Wilson 95 % interval {low:.1%} - {high:.1%})."]
+    if reasons:
+        lines += ["", "Failure reasons: " + ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()) + "."]
+    return "\n".join(lines)

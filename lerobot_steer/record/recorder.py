@@ -36,7 +36,7 @@ from .config import LabelledRecordConfig
 from .dataset import open_dataset, recording_features
 from .frames import OutcomeFrames, keep_complete_frames, label_episode, pending_frames
 from .keys import KeyboardKeys, KeySource, OutcomeKeys
-from .outcome_log import OUTCOMES_FILE, OutcomeLog
+from .outcome_log import OUTCOMES_FILE, OutcomeLog, dataset_card_description
 from .outcomes import FAILURE, SUCCESS, Outcome
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,8 @@ def push_and_exit(cfg, dataset: LeRobotDataset) -> None:
     """`--dataset.push_to_hub`: upload the dataset (when it has an episode), then say goodbye."""
     if cfg.dataset.push_to_hub:
         if dataset.num_episodes > 0:
-            dataset.push_to_hub(tags=cfg.dataset.tags, private=cfg.dataset.private)
+            dataset.push_to_hub(tags=cfg.dataset.tags, private=cfg.dataset.private,
+                                dataset_description=dataset_card_description(dataset.root))
         else:
             logger.warning("No episodes saved: nothing pushed to the hub")
     log_say("Exiting", cfg.play_sounds)

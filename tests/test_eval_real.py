@@ -227,6 +227,20 @@ def test_sim_labels_are_the_sims_ground_truth_and_the_statistics_follow(tmp_path
     assert report["seeds"] == [7, 8, 9] and "scene seeds 7–9" in report["title"]
 
 
+def test_blind_sessions_never_name_the_running_checkpoint_until_the_end(tmp_path, capsys):
+    """--blind: a seeded random order, episode lines without the checkpoint's name or its counts; the
+    dataset and the final report still say which ran."""
+    cfg = _cfg(tmp_path, "blind", ["builtin:expert", "builtin:hold"], rounds=2, label_source="sim", blind=True,
+               episode_time_s=3.0)
+    assert cfg.order == "random"
+    report = evaluate_on_robot(cfg, key_source=ScriptedKeys([]))
+    episode_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("episode")]
+    assert len(episode_lines) == 8  # a start line and a saved line per episode
+    assert not any("builtin:" in line for line in episode_lines), episode_lines
+    assert sorted(r["policy"] for r in read_outcomes(tmp_path / "blind")) == ["builtin:expert"] * 2 + ["builtin:hold"] * 2
+    assert {c["label"] for c in report["checkpoints"]} == {"builtin:expert", "builtin:hold"}
+
+
 def test_schedule_interleaves_every_checkpoint_in_every_round():
     assert schedule(2, 3, "interleaved", 0) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     shuffled = schedule(20, 3, "random", 5)

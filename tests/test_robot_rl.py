@@ -189,3 +189,34 @@ def test_background_updates_run_while_the_arm_acts(tmp_path, base):
     updates = [row["updates"] for row in rows]
     assert updates[-1] > 0 and result["updates"] >= updates[-1], updates
     assert all("frame_ms_p99" in row for row in rows[1:])
+
+
+def test_an_offline_dsrl_checkpoint_and_dyna_vgd_fine_tune_on_the_arm(tmp_path, base):
+    """The documented recipe's step "dsrl offline -> online on the arm": a DSRL-NA checkpoint as
+    lerobot-train saves it (variant na, the reference's decoding learner) continues on the sim robot from
+    its weights; and dyna_vgd (guided denoising) runs the same loop. Both store, update and checkpoint."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from lerobot_steer.policies.dsrl.modeling_dsrl import DSRLPolicy
+    from lerobot_steer.policies.dyna_vgd.configuration_dyna_vgd import DynaVGDConfig
+    from lerobot_steer.steering.base_adapter import load_checkpoint_config
+
+    offline = DSRLPolicy(DSRLConfig(base_policy_path=base, device="cpu", hidden_dims=[32, 32], variant="na",
+                                    push_to_hub=False))
+    folder = tmp_path / "dsrl_offline" / "pretrained_model"
+    offline.save_pretrained(folder)
+    for processor in make_pre_post_processors(policy_cfg=offline.config):  # as lerobot-train saves them
+        processor.save_pretrained(folder)
+    cfg = _cfg(tmp_path, base, episodes=3, prefill_episodes=1, label_source="sim", batch_size=4)
+    cfg.policy = load_checkpoint_config(str(folder))
+    cfg.policy.pretrained_path = folder
+    result = train_on_robot(cfg, key_source=ScriptedKeys([]))
+    assert result["episodes"] == 3 and result["updates"] > 0
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())
+    assert saved["type"] == "dsrl" and saved["variant"] == "na"
+
+    vgd = _cfg(tmp_path / "vgd", base, episodes=3, prefill_episodes=1, label_source="sim", batch_size=4)
+    vgd.policy = DynaVGDConfig(base_policy_path=base, device="cpu", hidden_dims=[32, 32], push_to_hub=False)
+    result = train_on_robot(vgd, key_source=ScriptedKeys([]))
+    assert result["episodes"] == 3 and result["updates"] > 0
+    assert _counters(tmp_path / "vgd" / "run")["transitions"] == sum(r["chunks"] for r in _rows(tmp_path / "vgd" / "run"))

@@ -78,6 +78,10 @@ class EvalRealConfig(LabelledRecordConfig):
     # Either way every checkpoint meets round i's scene (so101_sim: the same seeded scene), and drift in
     # the scene or the arm affects them all alike.
     order: str = "interleaved"
+    # Blind labelling: the console never names the checkpoint of an episode (nor the per-checkpoint counts)
+    # until the session ends, so the operator's labels cannot favour one; the episodes run in a seeded
+    # random order (--order=random is implied). The dataset and the report record which ran, as always.
+    blind: bool = False
     # Seed of the random order and, on so101_sim, of the scenes: round i draws scene seed + i.
     seed: int = 1000
     # Applied to a real robot whose config has a max_relative_target field left unset (None: no cap).
@@ -112,6 +116,8 @@ class EvalRealConfig(LabelledRecordConfig):
                               "label a real arm's episodes with keys (--label_source=keys).")
         if self.order not in ORDERS:
             raise ConfigError(f"--order={self.order}: one of {ORDERS}.")
+        if self.blind and self.order == "interleaved" and len(self.policy_paths) > 1:
+            self.order = "random"  # an interleaved order would tell the operator which checkpoint runs
         if self.reset.mode == "teleop" and self.teleop is None:
             raise ConfigError("--reset.mode=teleop needs a leader arm: --teleop.type=so101_leader --teleop.port=... "
                               "--teleop.id=...")

@@ -147,8 +147,9 @@ class EvalSession(LabelledRecorder):
         try:
             log_say(f"Recording episode {dataset.num_episodes}", cfg.play_sounds)
             scene = f", scene seed {self.scene_seed}" if self.is_sim else ""
+            shown = "checkpoint hidden (--blind)" if cfg.blind else put.label
             print(f"episode {dataset.num_episodes}: round {round_ + 1}/{cfg.dataset.num_episodes}, "
-                  f"{put.label}{scene}")
+                  f"{shown}{scene}")
             self.run_policy(put, attempt)
             keys.phase = "reset"
             if not keys.events["stop_recording"] and (not self.last_slot or keys.events["rerecord_episode"]):
@@ -306,6 +307,8 @@ class EvalSession(LabelledRecorder):
         for name in self.labels:
             counted = [r for r in rows if r["policy"] == name and r["label"] in COUNTED]
             counts.append(f"{name} {sum(r['success'] for r in counted)}/{len(counted)}")
+        if self.cfg.blind:  # the running counts per checkpoint would name it too
+            return f"episode {index} (round {self.slot[0] + 1}): {describe(outcome)}, {length} frames | {len(rows)} saved"
         return f"episode {index} ({label}, round {self.slot[0] + 1}): {describe(outcome)}, {length} frames | " + ", ".join(counts)
 
     def write_report(self) -> dict:

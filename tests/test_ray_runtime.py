@@ -7,6 +7,8 @@ In local Ray mode on the 2 CPUs here, with a tiny random diffusion base of the s
 * a Ray run resumes locally and a local run resumes with Ray (the buffer and counters carry over);
 * a worker killed mid-run is restarted by Ray, its in-flight chunk counted as lost, and collection
   goes on with both workers;
+* `lerobot-steer-ppo --runtime=ray`: PPO and GRPO rollouts collected by 2 workers (a tiny SmolVLA in
+  each), merged and learned from here; the checkpoint resumes in the local loop;
 * `--runtime` / `--ray.*` mistakes are named before anything starts, and the base install never
   imports Ray.
 """
@@ -24,12 +26,14 @@ from pathlib import Path
 import pytest
 import ray  # the test extra installs it (`[ray]`); the base install does not need it
 import torch
+from helpers_bases import vla_builds  # noqa: F401  (pytest fixture)
 
 from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.dsrl import DSRLConfig
 from lerobot_steer.rl.checkpoint import REQUIRED_FILES
 from lerobot_steer.rl.config import OnlineEvalConfig, RayRuntimeConfig, SteerRLConfig
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
+from lerobot_steer.steering import tiny_bases
 from lerobot_steer.steering.tiny_bases import save_base, sim_state_diffusion
 
 pytestmark = pytest.mark.slow
@@ -39,9 +43,12 @@ TINY_BASE = dict(horizon=8, n_action_steps=4, down_dims=(16, 32), kernel_size=3,
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module, on the machine's 2 CPUs (one per worker)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def local_ray(vla_builds):
+    """One local Ray for the module, on the machine's 2 CPUs (one per worker); its worker processes
+    build tiny VLAs offline as this one does (`vla_builds`)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
+        "worker_process_setup_hook": f"{tiny_bases.__name__}.{tiny_bases.enter_offline_vla_builds.__name__}",
+        "env_vars": {tiny_bases.TINY_VLM_DIR_ENV: str(vla_builds)}})
     yield
     ray.shutdown()
 
@@ -138,3 +145,44 @@ def test_the_local_loop_never_imports_ray():
     code = "import sys, lerobot_steer.rl.train, lerobot_steer.rl.config; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ppo_and_grpo_rounds_on_ray_workers_train_and_resume_locally(local_ray, tmp_path, monkeypatch, vla_builds):
+    from lerobot_steer.rl.onpolicy.train import main
+    from lerobot_steer.steering.tiny_bases import tiny_sim_smolvla
+
+    torch.manual_seed(0)
+    base = save_base(*tiny_sim_smolvla(vla_builds), tmp_path / "smolvla")
+    sim = ["--env.type=so101_sim", "--env.obs_type=pixels", "--env.cameras=[front]", "--env.image_height=32",
+           "--env.image_width=32", "--env.episode_length=8", "--env.reward_type=dense", "--n_envs=2",
+           "--eval.n_episodes=0", "--progress=false", "--seed=5", "--policy.device=cpu"]
+
+    def ppo(*args):
+        monkeypatch.setattr(sys, "argv", ["lerobot-steer-ppo", *map(str, args)])
+        main()
+
+    def rows(run: Path) -> list[dict]:
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    out = tmp_path / "ppo"
+    ppo("--policy.type=smolvla_rl", f"--policy.base_policy_path={base}", "--algorithm.type=ppo",
+        "--algorithm.rollout_chunks=2", "--algorithm.minibatch_size=8", "--algorithm.update_epochs=1", *sim,
+        "--runtime=ray", "--ray.num_workers=2", "--steps=32", "--log_freq=32", "--save_freq=32", f"--output_dir={out}")
+    last = rows(out)[-1]
+    # a round: 2 workers x 2 envs x 2 chunk steps of 4 env steps = 32 env steps, one PPO update of 8 rows
+    assert last["env_steps"] == 32 and last["rollouts"] == 1 and last["updates"] == 1
+    assert last["ray/workers"] == 2 and last["ray/lost_rollouts"] == 0 and last["ray/broadcast_mb"] > 0
+    assert {"policy/loss", "value/loss", "policy/approx_kl"} <= set(last)
+    assert (out / "checkpoints" / "last" / "training_state" / "rollout.safetensors").is_file()
+    ppo("--resume=true", "--runtime=local", "--steps=64", f"--output_dir={out}")  # 2 local envs: 16 env steps a rollout
+    resumed = rows(out)[-1]
+    assert resumed["env_steps"] == 64 and resumed["rollouts"] == 3 and "ray/workers" not in resumed
+
+    out = tmp_path / "grpo"
+    ppo(f"--policy.path={out.parent / 'ppo' / 'checkpoints' / 'last' / 'pretrained_model'}", "--algorithm.type=grpo",
+        "--algorithm.group_size=2", "--algorithm.minibatch_size=4", "--algorithm.update_epochs=1", *sim,
+        "--runtime=ray", "--ray.num_workers=2", "--steps=32", "--log_freq=32", f"--output_dir={out}")
+    last = rows(out)[-1]
+    # one episode of 8 env steps (2 chunks) per env column: 4 columns, one group of 2 per worker
+    assert last["rollouts"] == 1 and last["episodes"] == 4 and last["env_steps"] == 32
+    assert "rollout/group_return_std" in last and "value/loss" not in last

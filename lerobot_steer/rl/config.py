@@ -195,14 +195,7 @@ class SteerRLConfig:
                             "batch_size": COUNT, "buffer_capacity": COUNT, "save_freq": NON_NEGATIVE,
                             "log_freq": NON_NEGATIVE, "seed": NON_NEGATIVE, "online_ratio": RATIO}, prefix="--")
         check_eval_numbers(self.eval)
-        if self.runtime not in RUNTIMES:
-            raise ConfigError(f"--runtime={self.runtime}: choose one of {RUNTIMES}")
-        if self.runtime == "ray":
-            check_fields(self.ray, {"num_workers": COUNT, "num_cpus_per_worker": POSITIVE,
-                                    "num_gpus_per_worker": NON_NEGATIVE, "max_restarts": NON_NEGATIVE},
-                         prefix="--ray.")
-            self.ray.label_selector()
-            check_ray_installed()
+        check_runtime(self.runtime, self.ray)
         if hasattr(self.algorithm, "grad_steps_per_update"):
             check_fields(self.algorithm, {"grad_steps_per_update": COUNT}, prefix="--algorithm.")
 
@@ -256,10 +249,18 @@ def check_local_dataset(dataset: DatasetConfig) -> None:
                           "(e.g. one written by lerobot-steer-generate or lerobot-record)")
 
 
-def check_ray_installed() -> None:
-    """`--runtime=ray` without Ray installed is named with the install command, before any work."""
+def check_runtime(runtime: str, ray: RayRuntimeConfig) -> None:
+    """`--runtime` and, for Ray, `--ray.*` in range and Ray installed (named with the install command),
+    before any work."""
     import importlib.util
 
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime={runtime}: choose one of {RUNTIMES}")
+    if runtime != "ray":
+        return
+    check_fields(ray, {"num_workers": COUNT, "num_cpus_per_worker": POSITIVE, "num_gpus_per_worker": NON_NEGATIVE,
+                       "max_restarts": NON_NEGATIVE}, prefix="--ray.")
+    ray.label_selector()
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("--runtime=ray needs Ray: pip install 'lerobot_policy_steer[ray]' (or use --runtime=local)")
 

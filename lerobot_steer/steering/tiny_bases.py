@@ -21,6 +21,7 @@ determinism and latency, meaningless for behaviour.
 from __future__ import annotations
 
 import contextlib
+import os
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,21 +52,10 @@ def _patched(owner, name: str, value) -> Iterator[None]:
         setattr(owner, name, original)
 
 
-@contextlib.contextmanager
-def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
-    """Let SmolVLA, pi0 and pi05 build tiny with no Hub access while the context is active.
-
-    SmolVLA: a tiny SmolVLM config is saved into `vlm_dir` (pass it as `vlm_model_name`), and its
-    AutoProcessor, loaded only for two image-token ids, is stubbed. pi0/pi05: LeRobot hard-codes the
-    Gemma sizes and the PaliGemma vision tower; both are shrunk. Everything is restored on exit.
-    """
+def _save_tiny_smolvlm(vlm_dir: Path) -> None:
+    """The tiny SmolVLM config and the task-word tokenizer that `vlm_model_name=vlm_dir` loads."""
     import transformers
 
-    from lerobot.policies.pi0 import modeling_pi0
-    from lerobot.policies.pi05 import modeling_pi05
-    from lerobot.policies.smolvla import smolvlm_with_expert
-
-    vlm_dir = Path(vlm_dir)
     transformers.SmolVLMConfig(
         text_config=dict(
             model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
@@ -76,6 +66,36 @@ def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
         scale_factor=2,
     ).save_pretrained(vlm_dir)
     save_tiny_tokenizer(vlm_dir)
+
+
+TINY_VLM_DIR_ENV = "LEROBOT_STEER_TINY_VLM_DIR"
+_PROCESS_CONTEXTS: list = []
+
+
+def enter_offline_vla_builds() -> None:
+    """`offline_vla_builds($LEROBOT_STEER_TINY_VLM_DIR)` for the rest of this process: a worker process's
+    setup (Ray's `worker_process_setup_hook` names this function), so tiny VLAs build there too, from the
+    folder the parent wrote."""
+    context = offline_vla_builds(Path(os.environ[TINY_VLM_DIR_ENV]))
+    context.__enter__()
+    _PROCESS_CONTEXTS.append(context)  # a context manager collected as garbage would undo its patches
+
+
+@contextlib.contextmanager
+def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
+    """Let SmolVLA, pi0 and pi05 build tiny with no Hub access while the context is active.
+
+    SmolVLA: a tiny SmolVLM config is saved into `vlm_dir` (pass it as `vlm_model_name`), and its
+    AutoProcessor, loaded only for two image-token ids, is stubbed. pi0/pi05: LeRobot hard-codes the
+    Gemma sizes and the PaliGemma vision tower; both are shrunk. Everything is restored on exit.
+    """
+    from lerobot.policies.pi0 import modeling_pi0
+    from lerobot.policies.pi05 import modeling_pi05
+    from lerobot.policies.smolvla import smolvlm_with_expert
+
+    vlm_dir = Path(vlm_dir)
+    if not (vlm_dir / "config.json").is_file():  # another process (a worker of this one) may have written it
+        _save_tiny_smolvlm(vlm_dir)
     token_ids = types.SimpleNamespace(fake_image_token_id=998, global_image_token_id=999)
     stub_processor = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=token_ids))
 

@@ -65,10 +65,13 @@ def save_checkpoint(cfg, *, policy, preprocessor, postprocessor, algorithm, buff
                             algorithm=algorithm, env_steps=counters["env_steps"], write_state=write_state)
 
 
-def load_training_state(folder: Path, *, policy, algorithm, buffer: RolloutBuffer, collector) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy)."""
+def load_training_state(folder: Path, *, policy, algorithm, buffer: RolloutBuffer, collector,
+                        partial_rollout: bool = True) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote (the policy weights are loaded with the policy).
+    `partial_rollout=False` leaves out the rows of an unfinished rollout (a Ray run collects whole ones)."""
     state_dir = load_algorithm_state(folder, policy=policy, algorithm=algorithm, required=REQUIRED_FILES)
-    buffer.load_state_dict(load_file(str(state_dir / ROLLOUT_FILE)))
+    if partial_rollout:
+        buffer.load_state_dict(load_file(str(state_dir / ROLLOUT_FILE)))
     load_collector_state(collector, state_dir)
     counters = json.loads((state_dir / COUNTERS_FILE).read_text())
     algorithm.optimization_step = counters["updates"]

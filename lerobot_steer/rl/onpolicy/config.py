@@ -25,7 +25,9 @@ from lerobot_steer.policies.common.config import COUNT, NON_NEGATIVE, check_fiel
 from lerobot_steer.policies.common.vla_rl_config import VLARLConfigMixin
 from lerobot_steer.rl.config import (
     OnlineEvalConfig,
+    RayRuntimeConfig,
     check_eval_numbers,
+    check_runtime,
     resolve_output_dir,
     resolve_policy_path,
 )
@@ -57,6 +59,9 @@ class OnPolicyRunConfig:
         the default here: the base's own ODE decode with the fine-tuned weights, i.e. what the
         exported stock checkpoint does; false samples the stochastic chain).
     save_freq / log_freq: in env steps. Checkpoints land in `output_dir/checkpoints/<env step>/`.
+    runtime / ray: "local", or "ray": each rollout is collected by `--ray.num_workers` Ray actors with
+        `--n_envs` envs each (a rollout then holds workers x n_envs env columns), all acting with the
+        weights of the update that follows; the learner stays here (rl/onpolicy/ray_runtime.py).
     """
 
     policy: PreTrainedConfig | None = None
@@ -74,6 +79,8 @@ class OnPolicyRunConfig:
     resume: bool = False
     progress: bool = True
     wandb: WandBConfig = field(default_factory=WandBConfig)
+    runtime: str = "local"
+    ray: RayRuntimeConfig = field(default_factory=RayRuntimeConfig)
 
     def validate(self) -> None:
         """Resolve `--policy.path`, check the policy, algorithm and numbers, pick the output folder."""
@@ -108,6 +115,7 @@ class OnPolicyRunConfig:
         check_fields(self, {"n_envs": COUNT, "steps": COUNT, "save_freq": NON_NEGATIVE, "log_freq": NON_NEGATIVE,
                             "seed": NON_NEGATIVE}, prefix="--")
         check_eval_numbers(self.eval)
+        check_runtime(self.runtime, self.ray)
         if not self.job_name:
             self.job_name = f"{self.env.type}_{self.policy.type}_{self.algorithm.type}"
         resolve_output_dir(self, "outputs/ppo")
@@ -121,6 +129,10 @@ class OnPolicyRunConfig:
                                   f"env ({self.env.type}) must say its episode_length")
             return math.ceil(int(self.env.episode_length) / self.policy.n_action_steps)
         return self.algorithm.rollout_chunks
+
+    def total_envs(self) -> int:
+        """Env columns of one rollout: the local envs, or every Ray worker's."""
+        return self.n_envs * (self.ray.num_workers if self.runtime == "ray" else 1)
 
     @classmethod
     def __get_path_fields__(cls) -> list[str]:

@@ -194,6 +194,9 @@ class RolloutBuffer:
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         capacity, n_envs = int(state["capacity"]), int(state["n_envs"])
+        if not int(state["pos"]):  # nothing collected: any run's empty rollout fits (e.g. one saved under Ray)
+            self.clear()
+            return
         if (capacity, n_envs) != (self.capacity, self.n_envs):
             raise ValueError(f"the saved rollout holds {capacity} chunk steps x {n_envs} envs, this run "
                              f"{self.capacity} x {self.n_envs}: resume with the run's --n_envs and rollout length")

@@ -68,9 +68,11 @@ CONSOLE_KEYS = ("env_steps", "updates", "rollouts", "train/success_rate", "train
                 "value/loss", "policy/approx_kl", "policy/clip_fraction", "value/explained_variance", "env_steps_per_s")
 
 
-def build(cfg: OnPolicyRunConfig):
-    """Policy (eval mode: dropout off), processors, envs, algorithm, actor and rollout buffer of a run."""
+def build(cfg: OnPolicyRunConfig, n_envs: int | None = None):
+    """Policy (eval mode: dropout off), processors, `n_envs` envs (default `--n_envs`; 0: none, a Ray
+    learner), algorithm, actor and a rollout buffer of `cfg.total_envs()` env columns."""
     env_cfg = cfg.env
+    n_envs = cfg.n_envs if n_envs is None else n_envs
     label = str(cfg.policy.pretrained_path or cfg.policy.base_policy_path or cfg.policy.type)
     check_policy_matches_env(cfg.policy, env_cfg, label=label)
     policy = make_policy(cfg.policy, env_cfg=env_cfg)
@@ -81,13 +83,17 @@ def build(cfg: OnPolicyRunConfig):
         preprocessor_overrides={"device_processor": {"device": str(policy.config.device)}},
     )
     env_pre, env_post = make_env_pre_post_processors(env_cfg=env_cfg, policy_cfg=policy.config)
-    with stop_signals_ignored():  # async env workers leave Ctrl-C to the loop, which saves first
-        envs = env_cfg.create_envs(n_envs=cfg.n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
+    envs = None
+    if n_envs:
+        with stop_signals_ignored():  # async env workers leave Ctrl-C to the loop, which saves first
+            envs = env_cfg.create_envs(n_envs=n_envs, use_async_envs=cfg.async_envs)[env_cfg.type][0]
     cfg.algorithm.policy_config = policy.config
     algorithm = make_algorithm(cfg.algorithm, policy)
     algorithm.make_optimizers_and_scheduler()
-    actor = ChainActor(policy, preprocessor, postprocessor, env_pre, env_post, tasks=env_tasks(envs, env_cfg))
-    buffer = RolloutBuffer(cfg.rollout_chunks(), cfg.n_envs)
+    tasks = env_tasks(envs, env_cfg) if envs is not None else [getattr(env_cfg, "task_description", None)]
+    actor = ChainActor(policy, preprocessor, postprocessor, env_pre, env_post,
+                       tasks=tasks * (cfg.total_envs() // len(tasks)))
+    buffer = RolloutBuffer(cfg.rollout_chunks(), cfg.total_envs() if envs is None else n_envs)
     return policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, actor, buffer
 
 
@@ -191,20 +197,28 @@ def train(cfg: OnPolicyRunConfig) -> dict[str, Any]:
 
 def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
     resume_from = checkpoint_to_resume(cfg, REQUIRED_FILES)
-    policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, actor, buffer = build(cfg)
+    local = cfg.runtime == "local"
+    policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, actor, buffer = build(
+        cfg, None if local else 0)
     episodic = cfg.algorithm.episodic
-    collector = ChunkCollector(envs, gamma=cfg.algorithm.gamma)
+    if local:
+        collector = ChunkCollector(envs, gamma=cfg.algorithm.gamma)
+    else:
+        from .ray_runtime import RayRollouts  # Ray is an optional extra
+
+        collector = rollouts = RayRollouts(cfg, algorithm)
     counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "rollouts": 0, "episodes": 0, "wall_s": 0.0}
     try:
         if resume_from is not None:
+            # A Ray round collects whole rollouts: a local run's partial one is dropped (its steps stay counted).
             counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
-                                                collector=collector))
+                                                collector=collector, partial_rollout=local))
             logger.info("Resuming %s from env step %d (%d optimizer steps, %d chunk steps of the rollout collected)",
                         cfg.output_dir, counters["env_steps"], counters["updates"], len(buffer))
         elif not episodic:
             collector.reset(seed=cfg.seed)
     except BaseException:
-        envs.close()
+        collector.close()
         raise
     save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
     log = MetricsLog(cfg.output_dir, resume_env_steps=counters["env_steps"] if resume_from else None,
@@ -226,24 +240,32 @@ def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
     try:
         while counters["env_steps"] < cfg.steps:
             before = counters["env_steps"]
-            if episodic and not len(buffer):  # a GRPO rollout starts from seeded resets, group by group
-                collector.reset(seed=group_seeds(cfg, counters["rollouts"]))
-            t0, inference0 = time.perf_counter(), timers.seconds["inference"]
-            batch, episodes = collector.collect(timed_actor)
-            timers.seconds["physics"] += time.perf_counter() - t0 - (timers.seconds["inference"] - inference0)
-            with timers.time("other"):
-                valid = store(batch, buffer, actor, algorithm, episodic)
-            steps_now = batch.action.shape[1] * len(batch)
+            if local:
+                if episodic and not len(buffer):  # a GRPO rollout starts from seeded resets, group by group
+                    collector.reset(seed=group_seeds(cfg, counters["rollouts"]))
+                t0, inference0 = time.perf_counter(), timers.seconds["inference"]
+                batch, episodes = collector.collect(timed_actor)
+                timers.seconds["physics"] += time.perf_counter() - t0 - (timers.seconds["inference"] - inference0)
+                with timers.time("other"):
+                    valid = store(batch, buffer, actor, algorithm, episodic)
+                steps_now = batch.action.shape[1] * len(batch)
+                # GRPO: the first episode of each env
+                finished = [(e.success, e.episode_return, e.length) for e in episodes if valid[e.env_index]]
+                complete = rollout_complete(buffer, episodic)
+            else:  # one synchronous round: every worker's rollout, merged (acting and physics run there)
+                with timers.time("physics"):
+                    steps_now, finished, last_value, actor.last_stats = rollouts.collect(buffer, counters["rollouts"])
+                complete = True
             counters["env_steps"] += steps_now
             window_steps += steps_now
             bar.update(steps_now)
-            counted = [e for e in episodes if valid[e.env_index]]  # GRPO: the first episode of each env
-            counters["episodes"] += len(counted)
-            recent.extend((e.success, e.episode_return, e.length) for e in counted)
+            counters["episodes"] += len(finished)
+            recent.extend(finished)
 
-            if rollout_complete(buffer, episodic):
+            if complete:
                 with timers.time("updates"):
-                    last_value = actor.value(collector.obs) if cfg.algorithm.needs_value else None
+                    if local:
+                        last_value = actor.value(collector.obs) if cfg.algorithm.needs_value else None
                     stats = algorithm.learn(buffer, actor.batch, last_value)
                     last_stats = {**stats.losses, **stats.extra}
                     check_finite(last_stats, cfg, counters)
@@ -262,6 +284,7 @@ def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
                 row.update({f"acting/{k}": v for k, v in actor.last_stats.items()})
                 row["env_steps_per_s"] = window_steps / elapsed if elapsed > 0 else math.nan
                 row.update(timers.shares())
+                row.update(collector.metrics())
                 if eval_due:
                     row.update(evaluate(cfg, policy, preprocessor, postprocessor, env_pre, env_post))
                 log.log(row)
@@ -282,7 +305,7 @@ def _run(cfg: OnPolicyRunConfig, stop: StopSignals) -> dict[str, Any]:
                 raise RunInterrupted(interrupted_message(cfg, stop.signum, now, path, command=COMMAND), stop.signum)
     finally:
         bar.close()
-        envs.close()
+        collector.close()
         log.close()
     return row
 

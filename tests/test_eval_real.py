@@ -286,6 +286,32 @@ def test_a_real_arm_gets_the_safety_cap_and_is_refused_a_sim_only_policy_before_
     assert sim.apply_safety_defaults() is None  # the sim keeps lerobot-steer-eval's dynamics
 
 
+def test_a_missing_port_camera_or_calibration_is_refused_before_anything_connects(tmp_path, monkeypatch):
+    """A real arm whose serial port, camera device or calibration file is missing: one error naming the
+    flag and the LeRobot command that fixes it, before connect() (which would trace back or start the
+    interactive calibration)."""
+    from lerobot.cameras.opencv import OpenCVCameraConfig
+    from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
+
+    monkeypatch.setattr(SO101Follower, "connect", lambda self, calibrate=True: pytest.fail("connect() was called"))
+    port = tmp_path / "ttyACM0"  # stands for a plugged-in arm's device node
+    port.touch()
+    cases = [
+        (dict(port="/dev/ttyNO_SUCH_ARM"), "--robot.port=/dev/ttyNO_SUCH_ARM: no such device", "lerobot-find-port"),
+        (dict(port=str(port), cameras={"front": OpenCVCameraConfig(index_or_path="/dev/video_missing", fps=30,
+                                                                   width=640, height=480)}),
+         "--robot.cameras.front.index_or_path=/dev/video_missing", "lerobot-find-cameras"),
+        (dict(port=str(port)), "--robot.id=test_arm: no calibration file", "lerobot-calibrate --robot.type=<this --robot.type> --robot.port="),
+    ]
+    for fields, problem, fix in cases:
+        cfg = _cfg(tmp_path, "devices", ["builtin:hold"], rounds=1)
+        cfg.robot = SO101FollowerConfig(id="test_arm", calibration_dir=tmp_path / "cal", **fields)
+        with pytest.raises(ConfigError) as err:
+            evaluate_on_robot(cfg, key_source=ScriptedKeys([]))
+        assert problem in str(err.value) and fix in str(err.value)  # a ConfigError: `error: ...`, exit 2
+        assert not (tmp_path / "devices").exists()
+
+
 def test_config_parses_like_the_recorder_and_refuses_what_cannot_run():
     cfg = draccus.parse(EvalRealConfig, args=[
         "--robot.type=so101_sim", "--policy_paths=[builtin:hold,builtin:expert]", "--dataset.repo_id=local/x",

@@ -56,6 +56,7 @@ from lerobot_steer.evaluation.rollout import PolicyUnderTest
 from lerobot_steer.sim.robot import SO101Sim
 
 from .dataset import dataset_root, open_dataset, recording_features
+from .devices import check_devices
 from .eval_config import EvalRealConfig
 from .eval_report import COUNTED, write_real_report
 from .frames import OutcomeFrames, label_episode, pending_frames
@@ -419,6 +420,7 @@ def evaluate_on_robot(cfg: EvalRealConfig, key_source: KeySource | None = None) 
     start_pose = _start_pose_of(cfg, robot)
     saved = check_resumable(cfg, dataset_root(cfg)) if cfg.resume else None
     teleop = make_teleoperator_from_config(cfg.teleop) if cfg.teleop is not None else None
+    check_devices(robot, teleop)
     if cfg.display_data:
         init_visualization(cfg.display_mode, session_name="evaluation", ip=cfg.display_ip, port=cfg.display_port)
     dataset = open_dataset(cfg, robot, features)

@@ -34,6 +34,7 @@ from lerobot.utils.visualization_utils import init_visualization, shutdown_visua
 
 from .config import LabelledRecordConfig
 from .dataset import open_dataset, recording_features
+from .devices import check_devices
 from .frames import OutcomeFrames, keep_complete_frames, label_episode, pending_frames
 from .keys import KeyboardKeys, KeySource, OutcomeKeys
 from .outcome_log import OUTCOMES_FILE, OutcomeLog, dataset_card_description
@@ -184,6 +185,7 @@ def record_labelled(cfg: LabelledRecordConfig, key_source: KeySource | None = No
         init_visualization(cfg.display_mode, session_name="recording", ip=cfg.display_ip, port=cfg.display_port)
     robot = make_robot_from_config(cfg.robot)
     teleop = make_teleoperator_from_config(cfg.teleop)
+    check_devices(robot, teleop)
     defaults = make_default_processors()
     processors = (teleop_action_processor or defaults[0], robot_action_processor or defaults[1],
                   robot_observation_processor or defaults[2])

@@ -66,6 +66,7 @@ from lerobot.utils.utils import log_say
 from lerobot_steer.cli_errors import run_command, user_input
 from lerobot_steer.evaluation.checks import check_policy_matches_robot
 from lerobot_steer.record.dataset import open_dataset, recording_features
+from lerobot_steer.record.devices import check_devices
 from lerobot_steer.record.eval_config import EvalRealConfig
 from lerobot_steer.record.evaluate import EvalSession, move_to_pose, slide_to_teleop
 from lerobot_steer.record.frames import OutcomeFrames, keep_complete_frames, label_episode, pending_frames
@@ -546,6 +547,7 @@ def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) ->
     resume_from = checkpoint_to_resume(cfg)
     cap = EvalRealConfig.apply_safety_defaults(cfg)  # the same cap as eval-real on a real arm
     robot = make_robot_from_config(cfg.robot)
+    check_devices(robot)
     processors = make_default_processors()
     features = recording_features(robot, processors[0], processors[2], use_videos=False)
     policy, preprocessor, postprocessor = build_policy(cfg)
@@ -581,6 +583,7 @@ def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) ->
     keys = EpisodeKeys(cfg.outcome.failure_reasons, cfg.outcome.digits, cfg.outcome.label_ends_episode)
     source = key_source if key_source is not None else KeyboardKeys()
     teleop = make_teleoperator_from_config(cfg.teleop) if cfg.teleop is not None else None
+    check_devices(None, teleop)
     row: dict[str, Any] = {}
     session = None
     saved_updates = [counters["updates"]]

@@ -134,6 +134,7 @@ class RayCollector:
         self.batches_by_worker = dict.fromkeys(self.workers, 0)
         self.pids: dict[int, int | None] = {}
         self.retry_at: dict[int, float] = {}  # restarting workers: when to ask them again
+        self.restarting: set[int] = set()  # workers whose death is counted and whose restart has not served yet
         logger.info("Ray: %d rollout workers x %d envs (%s CPU each)%s", len(self.workers), cfg.n_envs,
                     cfg.ray.num_cpus_per_worker, f" on nodes labelled {cfg.ray.node_label}" if cfg.ray.node_label else "")
 
@@ -170,7 +171,8 @@ class RayCollector:
             try:
                 batch, episodes, version, stats, pid = ray.get(ready[0])
             except ActorUnavailableError:  # died and restarting: its request is lost, ask again shortly
-                if self.pids.get(i) is not None:
+                if i not in self.restarting:  # counted once per death, also before its first batch
+                    self.restarting.add(i)
                     self._restarted(i, lost=True)
                 self.retry_at[i] = time.monotonic() + RETRY_S
                 continue
@@ -178,8 +180,9 @@ class RayCollector:
                 logger.error("Ray rollout worker %d is dead and dropped: %s", i, error)
                 del self.workers[i]
                 continue
-            if self.pids.get(i) not in (None, pid):  # restarted between two requests: nothing was lost
+            if i not in self.restarting and self.pids.get(i) not in (None, pid):  # restarted between requests
                 self._restarted(i, lost=False)
+            self.restarting.discard(i)
             self.pids[i] = pid
             self.staleness.append(self.algorithm.optimization_step - version if version >= 0 else 0)
             self.actor.last_stats = stats

@@ -110,16 +110,9 @@ class RayCollector:
 
     def __init__(self, cfg: SteerRLConfig, actor, algorithm):
         self.cfg, self.actor, self.algorithm = cfg, actor, algorithm
-        self.started_ray = not ray.is_initialized()
-        if self.started_ray:
-            env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-            ray.init(address=cfg.ray.address, include_dashboard=False, log_to_driver=True,
-                     runtime_env={"env_vars": env_vars} if env_vars else None)
+        self.started_ray = start_ray(cfg.ray)
         threads = max(1, int(cfg.ray.num_cpus_per_worker))
-        worker_class = ray.remote(RolloutWorker).options(
-            num_cpus=cfg.ray.num_cpus_per_worker, num_gpus=cfg.ray.num_gpus_per_worker,
-            max_restarts=cfg.ray.max_restarts, max_task_retries=0, label_selector=cfg.ray.label_selector(),
-        )
+        worker_class = remote_worker_class(RolloutWorker, cfg.ray)
         worker_cfg = deepcopy(cfg)
         worker_cfg.algorithm.policy_config = None  # each worker sets its own policy's
         worker_cfg.policy.device = "cuda" if cfg.ray.num_gpus_per_worker > 0 else "cpu"
@@ -203,9 +196,7 @@ class RayCollector:
 
     def state_dict(self) -> dict[str, Any]:
         """No env state: the workers' episodes restart on resume (see the module docstring)."""
-        empty = np.zeros(0)
-        return {"obs": {}, "episode_start": empty.astype(bool), "episode_return": empty,
-                "episode_length": empty.astype(np.int64), "sim_states": None}
+        return no_env_state()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("sim_states") is not None:
@@ -241,6 +232,32 @@ class RayCollector:
         self.pids[i] = None  # the restarted process's first batch is not counted again
         self.sent_version[i] = -1
         logger.warning("Ray rollout worker %d died%s; Ray restarts it", i, " with a chunk in flight" if lost else "")
+
+
+def start_ray(options) -> bool:
+    """`ray.init` on `--ray.address` with the environment the workers need, unless Ray is already up
+    (a caller's cluster connection, tests). Returns whether this call started it (then the caller shuts it down)."""
+    if ray.is_initialized():
+        return False
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    ray.init(address=options.address, include_dashboard=False, log_to_driver=True,
+             runtime_env={"env_vars": env_vars} if env_vars else None)
+    return True
+
+
+def remote_worker_class(worker_class: type, options):
+    """`worker_class` as a Ray actor with the `--ray.*` resources, restarts and node label."""
+    return ray.remote(worker_class).options(
+        num_cpus=options.num_cpus_per_worker, num_gpus=options.num_gpus_per_worker,
+        max_restarts=options.max_restarts, max_task_retries=0, label_selector=options.label_selector(),
+    )
+
+
+def no_env_state() -> dict[str, Any]:
+    """A collector state with no envs in it: what a Ray learner checkpoints (its workers' episodes restart)."""
+    empty = np.zeros(0)
+    return {"obs": {}, "episode_start": empty.astype(bool), "episode_return": empty,
+            "episode_length": empty.astype(np.int64), "sim_states": None}
 
 
 def _nbytes(tree: Any) -> int:

@@ -32,14 +32,19 @@ import time
 from copy import deepcopy
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 from torch import Tensor
 
 from lerobot_steer.rl.chunk_rollout import ChunkCollector
-from lerobot_steer.rl.ray_runtime import FORWARDED_ENV, RETRY_S, WORKER_SEED_STRIDE
+from lerobot_steer.rl.ray_runtime import (
+    RETRY_S,
+    WORKER_SEED_STRIDE,
+    no_env_state,
+    remote_worker_class,
+    start_ray,
+)
 
 from .config import OnPolicyRunConfig
 from .rollout_buffer import RolloutBuffer
@@ -93,18 +98,11 @@ class RayRollouts:
 
     def __init__(self, cfg: OnPolicyRunConfig, algorithm):
         self.cfg, self.algorithm = cfg, algorithm
-        self.started_ray = not ray.is_initialized()
-        if self.started_ray:
-            env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-            ray.init(address=cfg.ray.address, include_dashboard=False,
-                     runtime_env={"env_vars": env_vars} if env_vars else None)
+        self.started_ray = start_ray(cfg.ray)
         worker_cfg = deepcopy(cfg)
         worker_cfg.runtime, worker_cfg.algorithm.policy_config = "local", None
         worker_cfg.policy.device = "cuda" if cfg.ray.num_gpus_per_worker > 0 else "cpu"
-        worker_class = ray.remote(ChainRolloutWorker).options(
-            num_cpus=cfg.ray.num_cpus_per_worker, num_gpus=cfg.ray.num_gpus_per_worker,
-            max_restarts=cfg.ray.max_restarts, max_task_retries=0, label_selector=cfg.ray.label_selector(),
-        )
+        worker_class = remote_worker_class(ChainRolloutWorker, cfg.ray)
         threads = max(1, int(cfg.ray.num_cpus_per_worker))
         self.workers = [worker_class.remote(worker_cfg, i, threads) for i in range(cfg.ray.num_workers)]
         self.counts = {"lost_rollouts": 0, "worker_restarts": 0}
@@ -160,9 +158,7 @@ class RayRollouts:
         """The workers reset their own envs."""
 
     def state_dict(self) -> dict[str, Any]:
-        empty = np.zeros(0)
-        return {"obs": {}, "episode_start": empty.astype(bool), "episode_return": empty,
-                "episode_length": empty.astype(np.int64), "sim_states": None}
+        return no_env_state()
 
     def load_state_dict(self, state) -> None:
         """Env states are not restored under Ray: the workers' episodes restart."""

@@ -7,6 +7,9 @@ In local Ray mode on the 2 CPUs here, with a tiny random diffusion base of the s
 * a Ray run resumes locally and a local run resumes with Ray (the buffer and counters carry over);
 * a worker killed mid-run is restarted by Ray, its in-flight chunk counted as lost, and collection
   goes on with both workers;
+* `lerobot-steer-rl-robot --runtime=ray`: the arm's side in a Ray actor placed by a node label, the
+  learner here; the run resumes locally; an arm worker killed mid-episode is restarted, the episode
+  counted as lost, and the run goes on;
 * `lerobot-steer-ppo --runtime=ray`: PPO and GRPO rollouts collected by 2 workers (a tiny SmolVLA in
   each), merged and learned from here; the checkpoint resumes in the local loop;
 * `--runtime` / `--ray.*` mistakes are named before anything starts, and the base install never
@@ -31,7 +34,7 @@ from helpers_bases import vla_builds  # noqa: F401  (pytest fixture)
 from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.dsrl import DSRLConfig
 from lerobot_steer.rl.checkpoint import REQUIRED_FILES
-from lerobot_steer.rl.config import OnlineEvalConfig, RayRuntimeConfig, SteerRLConfig
+from lerobot_steer.rl.config import OnlineEvalConfig, RayClusterConfig, RayRuntimeConfig, SteerRLConfig
 from lerobot_steer.sim.env_config import SO101SimEnvConfig
 from lerobot_steer.steering import tiny_bases
 from lerobot_steer.steering.tiny_bases import save_base, sim_state_diffusion
@@ -44,9 +47,9 @@ TINY_BASE = dict(horizon=8, n_action_steps=4, down_dims=(16, 32), kernel_size=3,
 
 @pytest.fixture(scope="module")
 def local_ray(vla_builds):
-    """One local Ray for the module, on the machine's 2 CPUs (one per worker); its worker processes
-    build tiny VLAs offline as this one does (`vla_builds`)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
+    """One local Ray for the module, on the machine's 2 CPUs (one per worker), its node labelled as the
+    robot's machine would be; its worker processes build tiny VLAs offline as this one does (`vla_builds`)."""
+    ray.init(num_cpus=2, labels={"robot": "so101"}, include_dashboard=False, log_to_driver=False, runtime_env={
         "worker_process_setup_hook": f"{tiny_bases.__name__}.{tiny_bases.enter_offline_vla_builds.__name__}",
         "env_vars": {tiny_bases.TINY_VLM_DIR_ENV: str(vla_builds)}})
     yield
@@ -125,6 +128,71 @@ def test_a_killed_worker_is_restarted_and_collection_goes_on(local_ray, sim_base
         assert metrics["ray/workers"] == 2 and collector.pids.get(0) not in (None, victim)  # Ray's restart serves
     finally:
         collector.close()
+
+
+def arm_config(base: str, out: Path, runtime: str, episodes: int, resume: bool = False):
+    """The sim robot with a small camera, labelled by the sim (no keys), short episodes, 1 prefill."""
+    from lerobot_steer.record.eval_config import ResetConfig
+    from lerobot_steer.rl.robot_config import RobotRLConfig
+    from lerobot_steer.sim.robot import SimCameraConfig, SO101SimConfig
+
+    return RobotRLConfig(
+        robot=SO101SimConfig(cameras={"front": SimCameraConfig(width=32, height=24)}, fps=10, seed=0,
+                             calibration_dir=out.parent / "calibration"),
+        policy=DSRLConfig(base_policy_path=base, device="cpu", hidden_dims=[32, 32], push_to_hub=False),
+        fps=10, episodes=episodes, prefill_episodes=1, episode_time_s=1.2, batch_size=4, buffer_capacity=1000,
+        label_source="sim", reset=ResetConfig(time_s=0), play_sounds=False, device="cpu", output_dir=out,
+        resume=resume, runtime=runtime, ray=RayClusterConfig(node_label="robot=so101"))
+
+
+@pytest.fixture(scope="module")
+def camera_base(tmp_path_factory) -> str:
+    from helpers_bases import save_camera_diffusion
+
+    return save_camera_diffusion(tmp_path_factory.mktemp("arm_base") / "pretrained_model", 24, 32)
+
+
+def test_the_arm_runs_in_a_labelled_ray_worker_and_the_run_resumes_locally(local_ray, camera_base, tmp_path):
+    from lerobot_steer.record.keys import ScriptedKeys
+    from lerobot_steer.rl.robot_loop import train_on_robot
+
+    out = tmp_path / "arm"
+    result = train_on_robot(arm_config(camera_base, out, "ray", episodes=3), ScriptedKeys([]))
+    last = out / "checkpoints" / "last"
+    missing = [name for name in REQUIRED_FILES if not (last / name).is_file()]
+    assert not missing, missing
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["episode"] for r in rows] == [0, 1, 2] and result["updates"] > 0
+    assert [r["phase"] for r in rows] == ["prior", "explore", "explore"]
+    # the last episode acted with the weights of the updates after the second one
+    assert rows[-1]["ray/weights_version"] > 0 and rows[-1]["ray/lost_episodes"] == 0
+    assert {"critic_loss", "actor_loss"} <= set(rows[-1])
+    first = counters(out)
+    assert first["episodes"] == 3 and first["transitions"] == sum(r["chunks"] for r in rows)
+
+    train_on_robot(arm_config(camera_base, out, "local", episodes=4, resume=True), ScriptedKeys([]))
+    second = counters(out)
+    assert second["episodes"] == 4 and second["updates"] > first["updates"]
+    assert second["transitions"] > first["transitions"] and second["start_pose"] == first["start_pose"]
+
+
+def test_an_arm_worker_killed_mid_episode_is_restarted_and_the_run_goes_on(local_ray, camera_base, tmp_path):
+    from lerobot_steer.record.keys import KeySource
+    from lerobot_steer.rl.robot_loop import train_on_robot
+
+    class KillOnce(KeySource):
+        """The arm's process dies in frame 3 of take 1 (the restarted worker's takes are 2 and on)."""
+
+        def on_frame(self, attempt, frame_index):
+            if attempt == 1 and frame_index == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    out = tmp_path / "killed"
+    result = train_on_robot(arm_config(camera_base, out, "ray", episodes=3), KillOnce())
+    assert result["ray/lost_episodes"] == 1 and result["ray/worker_restarts"] == 1
+    assert result["episodes"] == 3 and result["attempts"] >= 4
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["episode"] for r in rows] == [0, 1, 2] and rows[-1]["ray/lost_episodes"] == 1
 
 
 @pytest.mark.parametrize(("change", "message"), [

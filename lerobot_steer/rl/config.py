@@ -55,25 +55,21 @@ RUNTIMES = ("local", "ray")
 
 
 @dataclass
-class RayRuntimeConfig:
-    """`--runtime=ray`: rollouts in Ray actors, the learner in this process (`rl/ray_runtime.py`).
+class RayClusterConfig:
+    """Where Ray runs a run's remote workers and what it reserves for each (`--ray.*`).
 
-    num_workers: rollout workers, each a Ray actor with its own `--n_envs` vector envs and an acting
-        copy of the policy (the frozen base loaded once per worker; only what acting needs is
-        broadcast after updates: DSRL's noise actor, VGD's critic).
     address: None starts Ray on this machine (`ray.init()`); "auto" joins the cluster this machine is
         part of (`ray start --head` / `ray start --address=...`), or "ray://<head>:10001".
-    num_cpus_per_worker: the CPUs Ray reserves for each worker (its envs, physics and base decodes
-        run on them; torch in a worker uses this many threads, at least one).
+    num_cpus_per_worker: the CPUs Ray reserves for each worker (its envs or robot, physics and base
+        decodes run on them; torch in a worker uses this many threads, at least one).
     num_gpus_per_worker: > 0 puts each worker's policy on a GPU share (a VLA base); 0 acts on CPU.
         The learner's device is `--policy.device`.
-    max_restarts: how often Ray restarts a worker that died (its in-flight chunk is lost and counted
-        in `ray/lost_chunks`); a worker past it is dropped, and the run stops when none is left.
+    max_restarts: how often Ray restarts a worker that died (what it was collecting is lost and
+        counted); a worker past it is dropped, and the run stops when none is left.
     node_label: "key=value": place the workers only on Ray nodes started with that label
         (`ray start --labels='{"key": "value"}'`), e.g. the machine wired to a robot or its cameras.
     """
 
-    num_workers: int = 2
     address: str | None = None
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
@@ -87,6 +83,19 @@ class RayRuntimeConfig:
         if not sep or not key.strip() or not value.strip():
             raise ConfigError(f"--ray.node_label={self.node_label}: expected key=value, e.g. --ray.node_label=robot=so101")
         return {key.strip(): value.strip()}
+
+
+@dataclass
+class RayRuntimeConfig(RayClusterConfig):
+    """`--runtime=ray`: rollouts in Ray actors, the learner in this process (`rl/ray_runtime.py`).
+
+    num_workers: rollout workers, each a Ray actor with its own `--n_envs` vector envs and an acting
+        copy of the policy (the frozen base loaded once per worker; only what acting needs is
+        broadcast after updates: DSRL's noise actor, VGD's critic). A worker's lost chunks are
+        counted in `ray/lost_chunks`. The other options: `RayClusterConfig`.
+    """
+
+    num_workers: int = 2
 
 
 @dataclass
@@ -249,7 +258,7 @@ def check_local_dataset(dataset: DatasetConfig) -> None:
                           "(e.g. one written by lerobot-steer-generate or lerobot-record)")
 
 
-def check_runtime(runtime: str, ray: RayRuntimeConfig) -> None:
+def check_runtime(runtime: str, ray: RayClusterConfig) -> None:
     """`--runtime` and, for Ray, `--ray.*` in range and Ray installed (named with the install command),
     before any work."""
     import importlib.util
@@ -258,8 +267,10 @@ def check_runtime(runtime: str, ray: RayRuntimeConfig) -> None:
         raise ConfigError(f"--runtime={runtime}: choose one of {RUNTIMES}")
     if runtime != "ray":
         return
-    check_fields(ray, {"num_workers": COUNT, "num_cpus_per_worker": POSITIVE, "num_gpus_per_worker": NON_NEGATIVE,
-                       "max_restarts": NON_NEGATIVE}, prefix="--ray.")
+    fields = {"num_cpus_per_worker": POSITIVE, "num_gpus_per_worker": NON_NEGATIVE, "max_restarts": NON_NEGATIVE}
+    if isinstance(ray, RayRuntimeConfig):
+        fields["num_workers"] = COUNT
+    check_fields(ray, fields, prefix="--ray.")
     ray.label_selector()
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("--runtime=ray needs Ray: pip install 'lerobot_policy_steer[ray]' (or use --runtime=local)")

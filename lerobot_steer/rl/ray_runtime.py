@@ -245,11 +245,12 @@ def start_ray(options) -> bool:
     return True
 
 
-def remote_worker_class(worker_class: type, options):
-    """`worker_class` as a Ray actor with the `--ray.*` resources, restarts and node label."""
+def remote_worker_class(worker_class: type, options, **extra):
+    """`worker_class` as a Ray actor with the `--ray.*` resources, restarts and node label (`extra`:
+    more of Ray's actor options, e.g. `max_concurrency`)."""
     return ray.remote(worker_class).options(
         num_cpus=options.num_cpus_per_worker, num_gpus=options.num_gpus_per_worker,
-        max_restarts=options.max_restarts, max_task_retries=0, label_selector=options.label_selector(),
+        max_restarts=options.max_restarts, max_task_retries=0, label_selector=options.label_selector(), **extra,
     )
 
 

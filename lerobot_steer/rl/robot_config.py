@@ -27,7 +27,14 @@ from lerobot_steer.record.config import LabelledDatasetRecordConfig, OutcomeConf
 from lerobot_steer.record.eval_config import DEFAULT_MAX_RELATIVE_TARGET, LABEL_SOURCES, ResetConfig
 from lerobot_steer.sim.robot import SO101SimConfig
 
-from .config import STEERING_TYPES, default_utd_ratio, resolve_output_dir, resolve_policy_path
+from .config import (
+    STEERING_TYPES,
+    RayClusterConfig,
+    check_runtime,
+    default_utd_ratio,
+    resolve_output_dir,
+    resolve_policy_path,
+)
 
 UPDATE_MODES = ("between_episodes", "background")
 INTERVENTION_KEYS = ("space", "i")
@@ -71,6 +78,13 @@ class RobotRLConfig:
         meta/outcomes.jsonl as `lerobot-steer-record` writes them): the arm's episodes as they were
         played, steered, for evaluation or offline training. Its fps, task and episode length are the
         run's; `--resume=true` appends to it. Off by default.
+    runtime: "local" (the arm, the keys and the learner in this process) or "ray": the arm's side
+        (robot, keys, leader arm, recording, acting copy of the policy) in a Ray actor placed by
+        `--ray.node_label` on the machine wired to the arm, the learner (updates, buffer, checkpoints)
+        here, e.g. on a GPU machine; each episode goes out with the newest weights and comes back as
+        its chunk transitions. `--ray.address=auto` joins a running cluster. Checkpoints are the same,
+        so either runtime resumes the other's run. A worker that dies is restarted by Ray (the arm
+        reconnects) and the episode it was playing is lost and counted.
     resume: continue the run in --output_dir from its last checkpoint (the episode in progress at a
         crash is lost, every stored one is kept).
     """
@@ -100,6 +114,8 @@ class RobotRLConfig:
     output_dir: Path | None = None
     job_name: str | None = None
     resume: bool = False
+    runtime: str = "local"
+    ray: RayClusterConfig = field(default_factory=RayClusterConfig)
 
     def validate(self) -> None:
         """Resolve `--policy.path`, check the numbers, pick the output folder. Errors name the flag."""
@@ -153,6 +169,7 @@ class RobotRLConfig:
             self.dataset.fps, self.dataset.episode_time_s = self.fps, self.episode_time_s
             self.dataset.single_task = self.dataset.single_task or self.task
             self.dataset.num_episodes = self.episodes
+        check_runtime(self.runtime, self.ray)
         if not self.job_name:
             self.job_name = f"{self.robot.type}_{self.policy.type}"
         resolve_output_dir(self, "outputs/rl_robot")

@@ -29,6 +29,10 @@ writer and outcome columns of `lerobot-steer-record`); a dropped episode is not,
 Ctrl-C or an error is saved as `interrupted`. After a kill -9 the dataset can hold one episode more
 than the run's checkpoint (recorded, then killed before the checkpoint): it happened on the arm, and
 the resumed run appends after it.
+
+The run is two sides: `ArmSide` (robot, keys, leader arm, recording, the episode loop) and
+`LearnerSide` (policy, algorithm, buffer, updates, checkpoints). Locally both live in this process;
+with `--runtime=ray` the arm's side runs in a Ray actor on the robot's machine (`robot_ray.py`).
 """
 
 
@@ -44,6 +48,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -349,12 +354,12 @@ class RobotSteering:
     """The connected robot, the keys and the acting side: one episode at a time."""
 
     def __init__(self, cfg: RobotRLConfig, robot, teleop, keys: EpisodeKeys, source: KeySource, processors: tuple,
-                 features: dict, actor: SteeringActor, learner: Learner, stop: StopSignals, start_pose: dict,
+                 features: dict, actor: SteeringActor, acting_lock: threading.Lock, stop, start_pose: dict,
                  recording: EpisodeRecording | None = None):
         self.cfg, self.robot, self.teleop, self.keys, self.source = cfg, robot, teleop, keys, source
         self.recording = recording
         self.teleop_action_processor, self.robot_action_processor, self.robot_observation_processor = processors
-        self.features, self.actor, self.learner, self.stop = features, actor, learner, stop
+        self.features, self.actor, self.acting_lock, self.stop = features, actor, acting_lock, stop
         self.action_names = list(features[ACTION]["names"])
         self.is_sim = isinstance(robot, SO101Sim)
         self._start_pose = start_pose
@@ -411,13 +416,13 @@ class RobotSteering:
                 if pending is not None:
                     pending.next_obs = gym_obs
                     chunks.append(pending)
-                with self.learner.acting_lock, torch.no_grad():
+                with self.acting_lock, torch.no_grad():
                     acted = self.actor(gym_obs)
                 queue = list(np.asarray(acted.action)[0])
                 pending = PendingChunk(gym_obs, np.asarray(acted.learner_action, dtype=np.float32),
                                        {k: np.asarray(v) for k, v in acted.extras.items()})
             else:
-                with self.learner.acting_lock:
+                with self.acting_lock:
                     self.actor.observe(gym_obs)
             values = dict(zip(self.action_names, (float(v) for v in queue.pop(0)), strict=True))
             self.robot.send_action(self.robot_action_processor((values, obs)))
@@ -536,129 +541,208 @@ def build_policy(cfg: RobotRLConfig):
 
 
 def train_on_robot(cfg: RobotRLConfig, key_source: KeySource | None = None) -> dict[str, Any]:
-    """Run (or resume) online steering on the robot; returns the run's counters and last episode row."""
+    """Run (or resume) online steering on the robot; returns the run's counters and last episode row.
+    With `--runtime=ray` the arm's side runs in a Ray actor on the robot's machine (`robot_ray.py`)."""
     with user_input():
         cfg.validate()
     with guarded_run(cfg) as stop:
+        if cfg.runtime == "ray":
+            from .robot_ray import run_on_ray  # Ray is an optional extra
+
+            return run_on_ray(cfg, key_source, stop)
         return _run(cfg, key_source, stop)
+
+
+class ArmSide:
+    """The robot's side of a run: the robot (with eval-real's joint cap on real arms), its recording
+    features, the keys, the leader arm and the optional recording. Built (nothing connected), then
+    `check_policy`, `open`, `connect`, `run_episode` per episode, `close`. In this process for a local
+    run; in a Ray actor on the robot's machine with `--runtime=ray`."""
+
+    def __init__(self, cfg: RobotRLConfig, key_source: KeySource | None = None):
+        self.cfg = cfg
+        self.cap = EvalRealConfig.apply_safety_defaults(cfg)  # the same cap as eval-real on a real arm
+        self.robot = make_robot_from_config(cfg.robot)
+        check_devices(self.robot)
+        self.processors = make_default_processors()
+        self.features = recording_features(self.robot, self.processors[0], self.processors[2], use_videos=False)
+        self.key_source = key_source
+        self.recording: EpisodeRecording | None = None
+        self.keys = EpisodeKeys(cfg.outcome.failure_reasons, cfg.outcome.digits, cfg.outcome.label_ends_episode)
+        self.source: KeySource | None = None
+        self.teleop = None
+        self.session: RobotSteering | None = None
+
+    def check_policy(self, policy_config) -> None:
+        """A policy that does not fit the robot is refused before anything connects or moves."""
+        with user_input():
+            check_policy_matches_robot(policy_config, self.features, self.robot.name, self.cfg.policy.type)
+
+    def open(self) -> None:
+        """The dataset (one that cannot take these episodes is refused now), the keys, the leader arm."""
+        cfg = self.cfg
+        if cfg.dataset is not None:
+            with user_input(ValueError, FileNotFoundError, FileExistsError):
+                dataset = open_dataset(cfg, self.robot, recording_features(
+                    self.robot, self.processors[0], self.processors[2], use_videos=cfg.dataset.video))
+            self.recording = EpisodeRecording(dataset, cfg.dataset.single_task)
+        self.source = self.key_source if self.key_source is not None else KeyboardKeys()
+        self.teleop = make_teleoperator_from_config(cfg.teleop) if cfg.teleop is not None else None
+        check_devices(None, self.teleop)
+
+    def connect(self, start_pose: dict[str, float] | None, actor: SteeringActor, acting_lock: threading.Lock,
+                stop) -> dict[str, float]:
+        """Connect the arms, take the start pose (the run's first one is kept across resumes), start the
+        keys, move to the start pose. Returns the start pose."""
+        cfg = self.cfg
+        if self.teleop is not None:
+            self.teleop.connect()
+        self.robot.connect()
+        if start_pose is None:
+            obs = self.robot.get_observation()
+            start_pose = {k: float(obs[k]) for k in self.robot.action_features if k in obs}
+        if cfg.reset.start_pose is not None:
+            start_pose.update({(k if k.endswith(".pos") else f"{k}.pos"): float(v)
+                               for k, v in cfg.reset.start_pose.items()})
+        self.source.start(self.keys.press)
+        self.session = RobotSteering(cfg, self.robot, self.teleop, self.keys, self.source, self.processors,
+                                     self.features, actor, acting_lock, stop, start_pose, self.recording)
+        if cfg.reset.mode == "start_pose":
+            self.session.move_to_start()
+        return start_pose
+
+    @property
+    def stop_recording(self) -> bool:
+        """q / esc / d was pressed: the run stops after this episode."""
+        return bool(self.keys.events["stop_recording"])
+
+    def close(self) -> None:
+        """Back to the start pose (real arms), disconnect, stop the keys, finalize the recording."""
+        try:
+            if self.robot.is_connected:
+                try:
+                    if self.session is not None and self.cfg.reset.mode == "start_pose" and not self.cfg.is_sim:
+                        self.session.move_to_start()  # before the motors go limp
+                except BaseException:  # noqa: BLE001
+                    logger.warning("Could not return the arm to the start pose", exc_info=True)
+                self.robot.disconnect()
+            if self.teleop is not None and self.teleop.is_connected:
+                self.teleop.disconnect()
+        finally:
+            if self.source is not None:
+                self.source.stop()
+            if self.recording is not None:
+                self.recording.dataset.finalize()
+                print(f"{self.recording.dataset.num_episodes} episodes recorded in {self.recording.dataset.root}")
+
+    def push(self) -> None:
+        """`--dataset.push_to_hub`: the recorded dataset to the Hub (after `close`)."""
+        if self.recording is not None:
+            push_and_exit(self.cfg, self.recording.dataset)
+
+
+class LearnerSide:
+    """The learner's side of a run: the steering policy and its processors, the algorithm, replay buffer
+    and trainer, the counters (restored with everything else on `--resume`), the updates (`Learner`)
+    and the checkpoints. The same for a local and a Ray run, so either resumes the other's."""
+
+    def __init__(self, cfg: RobotRLConfig, resume_from):
+        self.cfg = cfg
+        self.policy, self.preprocessor, self.postprocessor = build_policy(cfg)
+        cfg.algorithm.policy_config = self.policy.config
+        self.algorithm = make_algorithm(cfg.algorithm, self.policy)
+        self.buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=self.policy.config.device, seed=cfg.seed)
+        trainer = RLTrainer(self.algorithm, OnlineOfflineMixer(self.buffer, None, online_ratio=1.0), cfg.batch_size,
+                            preprocessor=self.preprocessor)
+        self.counters: dict[str, Any] = {
+            "env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0, "successes": 0,
+            "interventions": 0, "attempts": 0, "start_pose": None}
+        self.actor = SteeringActor(self.policy, self.preprocessor, self.postprocessor, task=cfg.task)
+        if resume_from is not None:
+            self.counters.update(load_training_state(
+                resume_from, policy=self.policy, algorithm=self.algorithm, buffer=self.buffer,
+                collector=CollectorStandIn(), actor=self.actor))
+            logger.info("Resuming %s after episode %d (%d updates, %d transitions in the buffer)", cfg.output_dir,
+                        self.counters["episodes"], self.counters["updates"], len(self.buffer))
+        self.learner = Learner(cfg, trainer, self.policy, self.counters)
+        self.saved_updates = self.counters["updates"]
+
+    def save(self) -> Path:
+        with self.learner.lock:  # background updates wait while the run is saved
+            self.saved_updates = self.counters["updates"]
+            return save_checkpoint(self.cfg, policy=self.policy, preprocessor=self.preprocessor,
+                                   postprocessor=self.postprocessor, algorithm=self.algorithm, buffer=self.buffer,
+                                   collector=CollectorStandIn(), actor=self.actor, counters=dict(self.counters))
+
+    def store(self, episode: Episode, index: int) -> dict[str, Any]:
+        return store_episode(self.cfg, self.learner, self.buffer, self.counters, episode, index)
+
+    def episode_mode(self, index: int) -> str:
+        return "prior" if index < self.cfg.prefill_episodes else "explore"
+
+    def finish(self) -> None:
+        """The updates still owed (background mode), then saved if anything changed since the last save."""
+        self.learner.stop()
+        self.learner.check()
+        if self.counters["updates"] != self.saved_updates:
+            self.learner.pay()
+            self.save()
+
+
+def print_episode(episode: Episode, index: int, counters: dict[str, Any], row: dict[str, Any], path: Path) -> None:
+    print(f"episode {index}: {describe(episode.outcome)}, reward {episode.reward:g}, {episode.frames} frames, "
+          f"{len(episode.chunks)} chunks | {counters['successes']}/{counters['episodes']} successes, "
+          f"{counters['updates']} updates, frame p99 {row.get('frame_ms_p99', math.nan):.1f} ms | {path.name}")
 
 
 def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) -> dict[str, Any]:
     resume_from = checkpoint_to_resume(cfg)
-    cap = EvalRealConfig.apply_safety_defaults(cfg)  # the same cap as eval-real on a real arm
-    robot = make_robot_from_config(cfg.robot)
-    check_devices(robot)
-    processors = make_default_processors()
-    features = recording_features(robot, processors[0], processors[2], use_videos=False)
-    policy, preprocessor, postprocessor = build_policy(cfg)
-    with user_input():  # the policy does not fit the robot: refused before anything connects or moves
-        check_policy_matches_robot(policy.config, features, robot.name, cfg.policy.type)
-    cfg.algorithm.policy_config = policy.config
-    algorithm = make_algorithm(cfg.algorithm, policy)
-    buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=policy.config.device, seed=cfg.seed)
-    trainer = RLTrainer(algorithm, OnlineOfflineMixer(buffer, None, online_ratio=1.0), cfg.batch_size,
-                        preprocessor=preprocessor)
-    counters: dict[str, Any] = {"env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0,
-                                "successes": 0, "interventions": 0, "attempts": 0, "start_pose": None}
-    actor = SteeringActor(policy, preprocessor, postprocessor, task=cfg.task)
-    if resume_from is not None:
-        counters.update(load_training_state(resume_from, policy=policy, algorithm=algorithm, buffer=buffer,
-                                            collector=CollectorStandIn(), actor=actor))
-        logger.info("Resuming %s after episode %d (%d updates, %d transitions in the buffer)", cfg.output_dir,
-                    counters["episodes"], counters["updates"], len(buffer))
-    learner = Learner(cfg, trainer, policy, counters)
+    arm = ArmSide(cfg, key_source)
+    side = LearnerSide(cfg, resume_from)
+    arm.check_policy(side.policy.config)
+    counters, learner, actor = side.counters, side.learner, side.actor
     if cfg.updates == "background":
         learner.use_acting_copy()
         actor.policy = learner.acting_policy
     save_config(cfg, cfg.output_dir / TRAIN_CONFIG_NAME)
     log = MetricsLog(cfg.output_dir, resume_env_steps=counters["env_steps"] if resume_from else None)
-    print(f"max_relative_target: {cap}")
-
-    recording = None
-    if cfg.dataset is not None:  # before anything connects: a dataset that cannot take these episodes is refused now
-        with user_input(ValueError, FileNotFoundError, FileExistsError):
-            dataset = open_dataset(cfg, robot, recording_features(robot, processors[0], processors[2],
-                                                                  use_videos=cfg.dataset.video))
-        recording = EpisodeRecording(dataset, cfg.dataset.single_task)
-    keys = EpisodeKeys(cfg.outcome.failure_reasons, cfg.outcome.digits, cfg.outcome.label_ends_episode)
-    source = key_source if key_source is not None else KeyboardKeys()
-    teleop = make_teleoperator_from_config(cfg.teleop) if cfg.teleop is not None else None
-    check_devices(None, teleop)
+    print(f"max_relative_target: {arm.cap}")
+    arm.open()
     row: dict[str, Any] = {}
-    session = None
-    saved_updates = [counters["updates"]]
-
-    def save():
-        with learner.lock:  # background updates wait while the run is saved
-            saved_updates[0] = counters["updates"]
-            return save_checkpoint(cfg, policy=policy, preprocessor=preprocessor, postprocessor=postprocessor,
-                                   algorithm=algorithm, buffer=buffer, collector=CollectorStandIn(), actor=actor,
-                                   counters=dict(counters))
-
     try:
-        if teleop is not None:
-            teleop.connect()
-        robot.connect()
-        if counters["start_pose"] is None:
-            obs = robot.get_observation()
-            counters["start_pose"] = {k: float(obs[k]) for k in robot.action_features if k in obs}
-        if cfg.reset.start_pose is not None:
-            counters["start_pose"].update({(k if k.endswith(".pos") else f"{k}.pos"): float(v)
-                                           for k, v in cfg.reset.start_pose.items()})
-        source.start(keys.press)
-        session = RobotSteering(cfg, robot, teleop, keys, source, processors, features, actor, learner, stop,
-                                counters["start_pose"], recording)
-        if cfg.reset.mode == "start_pose":
-            session.move_to_start()
+        counters["start_pose"] = arm.connect(counters["start_pose"], actor, learner.acting_lock, stop)
         if cfg.updates == "background":
             learner.start()
-        while counters["episodes"] < cfg.episodes and not keys.events["stop_recording"]:
+        while counters["episodes"] < cfg.episodes and not arm.stop_recording:
             learner.check()
             index = counters["episodes"]
-            actor.mode = "prior" if index < cfg.prefill_episodes else "explore"
+            actor.mode = side.episode_mode(index)
             attempt = counters["attempts"]
             counters["attempts"] += 1
-            episode = session.run_episode(attempt, index, last=index == cfg.episodes - 1)
+            episode = arm.session.run_episode(attempt, index, last=index == cfg.episodes - 1)
             learner.check()
             if stop.requested:
                 raise RunInterrupted(interrupted_message(cfg, stop.signum, index), stop.signum)
             if episode is None:
                 continue
-            row = store_episode(cfg, learner, buffer, counters, episode, index)
+            row = side.store(episode, index)
             if cfg.updates == "between_episodes":
                 learner.pay()
                 row["updates"] = counters["updates"]
             else:
                 learner.wake()
             row.update(learner.last_stats)
-            path = save()
+            path = side.save()
             log.log(row)
-            print(f"episode {index}: {describe(episode.outcome)}, reward {episode.reward:g}, {episode.frames} frames, "
-                  f"{len(episode.chunks)} chunks | {counters['successes']}/{counters['episodes']} successes, "
-                  f"{counters['updates']} updates, frame p99 {row.get('frame_ms_p99', math.nan):.1f} ms | {path.name}")
-        learner.stop()
-        learner.check()
-        if counters["updates"] != saved_updates[0]:  # background: what the thread still owed, then saved
-            learner.pay()
-            save()
+            print_episode(episode, index, counters, row, path)
+        side.finish()
     finally:
         learner.stop()
-        if robot.is_connected:
-            try:
-                if session is not None and cfg.reset.mode == "start_pose" and not cfg.is_sim:
-                    session.move_to_start()  # before the motors go limp
-            except BaseException:  # noqa: BLE001
-                logger.warning("Could not return the arm to the start pose", exc_info=True)
-            robot.disconnect()
-        if teleop is not None and teleop.is_connected:
-            teleop.disconnect()
-        source.stop()
-        log.close()
-        if recording is not None:
-            recording.dataset.finalize()
-            print(f"{recording.dataset.num_episodes} episodes recorded in {recording.dataset.root}")
-    if recording is not None:
-        push_and_exit(cfg, recording.dataset)
+        try:
+            arm.close()
+        finally:
+            log.close()
+    arm.push()
     return {**counters, "last_row": row, "update_seconds": learner.update_seconds}
 
 

@@ -176,6 +176,23 @@ def test_the_arm_runs_in_a_labelled_ray_worker_and_the_run_resumes_locally(local
     assert second["transitions"] > first["transitions"] and second["start_pose"] == first["start_pose"]
 
 
+def test_a_policy_that_does_not_fit_the_arm_is_refused_by_the_worker_before_it_connects(local_ray, camera_base,
+                                                                                          tmp_path):
+    """The worker's feature check reaches the learner as the user error it is (the CLI prints it and
+    exits 2), with the fix, and no episode runs."""
+    from lerobot_steer.cli_errors import is_user_error
+    from lerobot_steer.record.keys import ScriptedKeys
+    from lerobot_steer.rl.robot_loop import train_on_robot
+    from lerobot_steer.steering.features import FeatureMismatchError
+
+    cfg = arm_config(camera_base, tmp_path / "bad", "ray", episodes=2)
+    cfg.robot.cameras = {"wrist": cfg.robot.cameras["front"]}
+    with pytest.raises(FeatureMismatchError, match="front.*fix") as info:
+        train_on_robot(cfg, ScriptedKeys([]))
+    assert is_user_error(info.value)
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists() or not (tmp_path / "bad" / "metrics.jsonl").read_text()
+
+
 def test_an_arm_worker_killed_mid_episode_is_restarted_and_the_run_goes_on(local_ray, camera_base, tmp_path):
     from lerobot_steer.record.keys import KeySource
     from lerobot_steer.rl.robot_loop import train_on_robot

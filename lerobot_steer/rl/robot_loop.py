@@ -674,8 +674,15 @@ class LearnerSide:
                                    postprocessor=self.postprocessor, algorithm=self.algorithm, buffer=self.buffer,
                                    collector=CollectorStandIn(), actor=self.actor, counters=dict(self.counters))
 
-    def store(self, episode: Episode, index: int) -> dict[str, Any]:
-        return store_episode(self.cfg, self.learner, self.buffer, self.counters, episode, index)
+    def take(self, episode: Episode, index: int) -> dict[str, Any]:
+        """Store the episode (`store_episode`); with `--updates=between_episodes` make its updates now.
+        Returns its log row with the latest losses."""
+        row = store_episode(self.cfg, self.learner, self.buffer, self.counters, episode, index)
+        if self.cfg.updates == "between_episodes":
+            self.learner.pay()
+            row["updates"] = self.counters["updates"]
+        row.update(self.learner.last_stats)
+        return row
 
     def episode_mode(self, index: int) -> str:
         return "prior" if index < self.cfg.prefill_episodes else "explore"
@@ -725,13 +732,8 @@ def _run(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSignals) ->
                 raise RunInterrupted(interrupted_message(cfg, stop.signum, index), stop.signum)
             if episode is None:
                 continue
-            row = side.store(episode, index)
-            if cfg.updates == "between_episodes":
-                learner.pay()
-                row["updates"] = counters["updates"]
-            else:
-                learner.wake()
-            row.update(learner.last_stats)
+            row = side.take(episode, index)
+            learner.wake()  # background mode: the updates this episode is owed
             path = side.save()
             log.log(row)
             print_episode(episode, index, counters, row, path)

@@ -195,11 +195,7 @@ def run_on_ray(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSigna
                 raise RunInterrupted(interrupted_message(cfg, stop.signum, index), stop.signum)
             if episode is None:
                 continue
-            row = side.store(episode, index)
-            if cfg.updates == "between_episodes":
-                learner.pay()
-                row["updates"] = counters["updates"]
-            row.update(learner.last_stats)
+            row = side.take(episode, index)
             row.update(ray_counts)
             row["ray/weights_version"] = acted_version
             row["ray/staleness"] = algorithm.optimization_step - acted_version

@@ -52,9 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--episodes", type=int, default=100, help="expert demonstrations to generate")
-    parser.add_argument("--train_steps", type=int, default=3000)
+    parser.add_argument("--train_steps", type=int, default=5000)
     parser.add_argument("--eval_episodes", type=int, default=10)
-    parser.add_argument("--rl_steps", type=int, default=60000, help="online env steps of DSRL fine-tuning")
+    parser.add_argument("--rl_steps", type=int, default=40000, help="online env steps of DSRL fine-tuning")
     parser.add_argument("--compare_episodes", type=int, default=50, help="episodes of the base vs fine-tuned comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete earlier demo outputs first")
@@ -120,9 +120,10 @@ def main() -> None:
 
     print(f"[5/5] lerobot-steer-eval base vs fine-tuned ({args.compare_episodes} episodes, same seeds) -> {compare}")
     shutil.rmtree(compare, ignore_errors=True)
-    # The free baselines of the same checkpoint come along: a gain only counts if it beats them too.
-    paths = [str(checkpoint), f"noise:zero:{checkpoint}", f"noise:tanh:{checkpoint}", f"noise:executed:{checkpoint}",
-             str(tuned)]
+    # The free baselines of the same checkpoint come along: a gain only counts if it beats them too. The
+    # fine-tuned policy goes first: the report's paired McNemar tests are each baseline against it.
+    paths = [str(tuned), str(checkpoint), f"noise:zero:{checkpoint}", f"noise:tanh:{checkpoint}",
+             f"noise:executed:{checkpoint}"]
     run([str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{','.join(paths)}]", "--env.obs_type=state",
          f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1", "--videos.trails=true",
          "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))

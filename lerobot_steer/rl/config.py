@@ -76,6 +76,11 @@ class RayClusterConfig:
     max_restarts: int = 3
     node_label: str | None = None
 
+    @property
+    def worker_device(self) -> str:
+        """Where a worker's policy acts: on its GPU share when it has one, else on CPU."""
+        return "cuda" if self.num_gpus_per_worker > 0 else "cpu"
+
     def label_selector(self) -> dict[str, str] | None:
         if not self.node_label:
             return None

@@ -115,7 +115,7 @@ class RayCollector:
         worker_class = remote_worker_class(RolloutWorker, cfg.ray)
         worker_cfg = deepcopy(cfg)
         worker_cfg.algorithm.policy_config = None  # each worker sets its own policy's
-        worker_cfg.policy.device = "cuda" if cfg.ray.num_gpus_per_worker > 0 else "cpu"
+        worker_cfg.policy.device = cfg.ray.worker_device
         self.workers = {i: worker_class.remote(worker_cfg, i, threads) for i in range(cfg.ray.num_workers)}
         self.sent_version = dict.fromkeys(self.workers, -1)
         self.pending: dict[ray.ObjectRef, int] = {}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,7 @@ class ArmWorker:
 
     def request_stop(self) -> None:
         """From the learner's Ctrl-C: the playing episode ends at its next frame, the arm holds."""
-        self.stop.requested, self.stop.signum = True, 2
+        self.stop.requested, self.stop.signum = True, signal.SIGINT
 
     def close(self) -> None:
         if self.arm is not None:
@@ -148,7 +149,7 @@ def run_on_ray(cfg: RobotRLConfig, key_source: KeySource | None, stop: StopSigna
     started_ray = start_ray(cfg.ray)
     worker_cfg = deepcopy(cfg)
     worker_cfg.algorithm.policy_config = None  # the worker sets its own policy's
-    worker_cfg.device = worker_cfg.policy.device = "cuda" if cfg.ray.num_gpus_per_worker > 0 else "cpu"
+    worker_cfg.device = worker_cfg.policy.device = cfg.ray.worker_device
     worker_class = remote_worker_class(ArmWorker, cfg.ray, max_concurrency=2)
     worker = worker_class.remote(worker_cfg, key_source, max(1, int(cfg.ray.num_cpus_per_worker)))
     logger.info("Ray: the arm's worker%s, the learner here on %s", f" on a node labelled {cfg.ray.node_label}"

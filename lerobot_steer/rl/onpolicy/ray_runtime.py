@@ -101,7 +101,7 @@ class RayRollouts:
         self.started_ray = start_ray(cfg.ray)
         worker_cfg = deepcopy(cfg)
         worker_cfg.runtime, worker_cfg.algorithm.policy_config = "local", None
-        worker_cfg.policy.device = "cuda" if cfg.ray.num_gpus_per_worker > 0 else "cpu"
+        worker_cfg.policy.device = cfg.ray.worker_device
         worker_class = remote_worker_class(ChainRolloutWorker, cfg.ray)
         threads = max(1, int(cfg.ray.num_cpus_per_worker))
         self.workers = [worker_class.remote(worker_cfg, i, threads) for i in range(cfg.ray.num_workers)]

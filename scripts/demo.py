@@ -55,12 +55,19 @@ def main() -> None:
     parser.add_argument("--train_steps", type=int, default=5000)
     parser.add_argument("--eval_episodes", type=int, default=10)
     parser.add_argument("--rl_steps", type=int, default=40000, help="online env steps of DSRL fine-tuning")
+    parser.add_argument("--rl_eval_episodes", type=int, default=10,
+                        help="episodes of each periodic evaluation during fine-tuning (4 in a run)")
     parser.add_argument("--compare_episodes", type=int, default=50, help="episodes of the base vs fine-tuned comparison")
+    parser.add_argument("--episode_length", type=int, default=None,
+                        help="env steps per evaluation / fine-tuning episode (default: the sim's own); the "
+                             "expert demonstrations always run to their end")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete earlier demo outputs first")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
 
+    # Only the stages that run the policy get a shorter episode: the expert's demonstrations must finish.
+    env_flags = [*ENV_FLAGS, *([f"--env.episode_length={args.episode_length}"] if args.episode_length else [])]
     out = Path(args.output_dir)
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -94,7 +101,7 @@ def main() -> None:
 
     print(f"[3/5] lerobot-eval --env.type=so101_sim ({args.eval_episodes} episodes) -> {evaluation}")
     shutil.rmtree(evaluation, ignore_errors=True)
-    run([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *ENV_FLAGS, "--policy.device=cpu",
+    run([str(BIN / "lerobot-eval"), f"--policy.path={checkpoint}", *env_flags, "--policy.device=cpu",
          f"--eval.n_episodes={args.eval_episodes}", f"--eval.batch_size={min(args.eval_episodes, 10)}",
          "--eval.use_async_envs=false",
          f"--seed={args.seed}", f"--output_dir={evaluation}"], out / "eval.log")
@@ -106,9 +113,9 @@ def main() -> None:
     if not (rl_done.exists() and json.loads(rl_done.read_text())["env_steps"] >= args.rl_steps):
         # Defaults (policy type, base, env, budget) except a prefill scaled to the demo's short budget.
         resume = ["--resume=true", f"--output_dir={online}", f"--steps={args.rl_steps}"] if rl_done.exists() else [
-            "--policy.type=dsrl", f"--policy.base_policy_path={checkpoint}", "--policy.device=cpu", *ENV_FLAGS,
+            "--policy.type=dsrl", f"--policy.base_policy_path={checkpoint}", "--policy.device=cpu", *env_flags,
             f"--steps={args.rl_steps}", f"--prefill_steps={min(5000, args.rl_steps // 4)}",
-            f"--eval.freq={max(args.rl_steps // 4, 1)}", "--eval.n_episodes=10",
+            f"--eval.freq={max(args.rl_steps // 4, 1)}", f"--eval.n_episodes={args.rl_eval_episodes}",
             f"--log_freq={max(args.rl_steps // 8, 1)}", f"--save_freq={max(args.rl_steps // 4, 1)}",
             f"--seed={args.seed}", "--progress=false", f"--output_dir={online}"]
         run([str(BIN / "lerobot-steer-rl"), *resume], out / "rl.log", show=("env_steps:", "checkpoint:", "Resuming"))
@@ -124,7 +131,7 @@ def main() -> None:
     # fine-tuned policy goes first: the report's paired McNemar tests are each baseline against it.
     paths = [str(tuned), str(checkpoint), f"noise:zero:{checkpoint}", f"noise:tanh:{checkpoint}",
              f"noise:executed:{checkpoint}"]
-    run([str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{','.join(paths)}]", "--env.obs_type=state",
+    run([str(BIN / "lerobot-steer-eval"), f"--policy_paths=[{','.join(paths)}]", *env_flags[1:],
          f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1", "--videos.trails=true",
          "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))
 

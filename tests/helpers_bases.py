@@ -34,7 +34,7 @@ from lerobot_steer.steering.tiny_bases import (
 __all__ = [
     "ACTION", "CAMERA", "ENV", "STATE", "TOKENS", "TOKEN_MASK", "batch_maker", "offline_vla_builds", "save_base",
     "stats_for", "tiny_diffusion", "tiny_vla", "one_thread", "vla_builds", "diffusion_base", "diffusion_dataset_meta",
-    "tiny_adapter", "write_success_dataset", "info_logging", "save_camera_diffusion",
+    "tiny_adapter", "write_success_dataset", "sim_smolvla", "info_logging", "save_camera_diffusion",
 ]
 
 
@@ -65,6 +65,15 @@ def vla_builds(tmp_path_factory):
     """Let SmolVLA, pi0 and pi05 build tiny with no Hub access, for the whole module (yields `vlm_dir`)."""
     with offline_vla_builds(tmp_path_factory.mktemp("tiny_smolvlm")) as vlm_dir:
         yield vlm_dir
+
+
+@pytest.fixture(scope="module")
+def sim_smolvla(vla_builds, tmp_path_factory) -> Path:
+    """A tiny SmolVLA checkpoint for the sim's joints and front camera, LeRobot's own processors."""
+    from lerobot_steer.steering.tiny_bases import tiny_sim_smolvla
+
+    torch.manual_seed(0)
+    return save_base(*tiny_sim_smolvla(vla_builds), tmp_path_factory.mktemp("sim_smolvla"))
 
 
 @pytest.fixture(scope="module")

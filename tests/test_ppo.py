@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.vector import AutoresetMode
-from helpers_bases import one_thread, save_base, vla_builds  # noqa: F401  (pytest fixtures)
+from helpers_bases import one_thread, save_base, sim_smolvla, vla_builds  # noqa: F401  (pytest fixtures)
 from safetensors.torch import load_file
 from torch import nn
 
@@ -363,15 +363,6 @@ SIM = ["--env.type=so101_sim", "--env.obs_type=pixels", "--env.cameras=[front]",
        "--eval.batch_size=2", "--progress=false", "--seed=5"]
 PPO = ["--algorithm.type=ppo", "--algorithm.rollout_chunks=4", "--algorithm.minibatch_size=4",
        "--algorithm.micro_batch_size=2", "--algorithm.update_epochs=2", "--algorithm.lr=1e-4"]
-
-
-@pytest.fixture(scope="module")
-def sim_smolvla(vla_builds, tmp_path_factory) -> Path:
-    """A tiny SmolVLA checkpoint for the sim's joints and front camera, LeRobot's own processors."""
-    from lerobot_steer.steering.tiny_bases import tiny_sim_smolvla
-
-    torch.manual_seed(0)
-    return save_base(*tiny_sim_smolvla(vla_builds), tmp_path_factory.mktemp("sim_smolvla"))
 
 
 def ppo_cli(monkeypatch, *args) -> None:

@@ -31,16 +31,44 @@ from lerobot_steer.rl.chunk_rollout import ActedChunk
 MODES = ("prior", "explore", "greedy")
 
 
-def policy_batch(raw_obs: dict[str, Any], preprocessor, env_preprocessor=None,
-                 task: str | Sequence[str] | None = None) -> dict[str, Any]:
-    """Batched gym observation -> the policy's normalized input batch, as lerobot-eval builds it:
-    `preprocess_observation`, the task string(s) (one for all rows, or one per row: a VLA's
-    preprocessor tokenizes them), the env's processor, the policy's preprocessor."""
-    batch = preprocess_observation(raw_obs)
+def with_task(batch: dict[str, Any], task: str | Sequence[str] | None) -> dict[str, Any]:
+    """`batch` with its task string(s) under "task": one for all rows, or one per row."""
     if task is not None:
         rows = next(iter(observations(batch).values())).shape[0]
         batch["task"] = [task] * rows if isinstance(task, str) else list(task)
+    return batch
+
+
+def policy_batch(raw_obs: dict[str, Any], preprocessor, env_preprocessor=None,
+                 task: str | Sequence[str] | None = None) -> dict[str, Any]:
+    """Batched gym observation -> the policy's normalized input batch, as lerobot-eval builds it:
+    `preprocess_observation`, the task string(s) (a VLA's preprocessor tokenizes them), the env's
+    processor, the policy's preprocessor."""
+    batch = with_task(preprocess_observation(raw_obs), task)
     return preprocessor(env_preprocessor(batch) if env_preprocessor is not None else batch)
+
+
+class LearnerPreprocessor:
+    """The policy's preprocessor as LeRobot's `RLTrainer` calls it on replayed observations
+    (`process_observation`), with the run's task string added.
+
+    `process_observation` hands the pipeline an observation alone, but a VLA's tokenizer step reads
+    the task from the transition's complementary data: without this every update of a `dsrl` /
+    `dyna_vgd` policy over pi0, pi05 or SmolVLA fails with `KeyError: 'task'`. The replay buffer keeps
+    no task per transition because a run acts on one task (the env's or the arm's `--task`)."""
+
+    def __init__(self, preprocessor, task: str | None):
+        self.preprocessor, self.task = preprocessor, task
+
+    def process_observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        if self.task is None:
+            return self.preprocessor.process_observation(observation)
+        # The pipeline's public call (batch in, batch out) carries the task into complementary data.
+        batch = self.preprocessor(with_task(dict(observation), self.task))
+        return observations(batch)
+
+    def __getattr__(self, name: str):  # the rest of the pipeline (state_dict, save_pretrained, ...)
+        return getattr(self.preprocessor, name)
 
 
 class SteeringActor:

@@ -81,7 +81,7 @@ from lerobot_steer.record.outcomes import Outcome
 from lerobot_steer.record.recorder import default_outcome, push_and_exit
 from lerobot_steer.sim.robot import SO101Sim
 
-from .acting import SteeringActor
+from .acting import LearnerPreprocessor, SteeringActor
 from .checkpoint import (
     TRAIN_CONFIG_NAME,
     load_training_state,
@@ -653,7 +653,7 @@ class LearnerSide:
         self.algorithm = make_algorithm(cfg.algorithm, self.policy)
         self.buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=self.policy.config.device, seed=cfg.seed)
         trainer = RLTrainer(self.algorithm, OnlineOfflineMixer(self.buffer, None, online_ratio=1.0), cfg.batch_size,
-                            preprocessor=self.preprocessor)
+                            preprocessor=LearnerPreprocessor(self.preprocessor, cfg.task))
         self.counters: dict[str, Any] = {
             "env_steps": 0, "updates": 0, "episodes": 0, "transitions": 0, "update_debt": 0.0, "successes": 0,
             "interventions": 0, "attempts": 0, "start_pose": None}

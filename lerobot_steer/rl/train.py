@@ -50,7 +50,7 @@ from lerobot_steer.evaluation.checks import check_policy_matches_env
 from lerobot_steer.evaluation.rollout import PolicyUnderTest, run_episodes
 from lerobot_steer.evaluation.stats import summarize
 
-from .acting import SteeringActor
+from .acting import LearnerPreprocessor, SteeringActor
 from .checkpoint import (
     REQUIRED_FILES,
     TRAIN_CONFIG_NAME,
@@ -175,7 +175,7 @@ def build(cfg: SteerRLConfig):
     algorithm = make_algorithm(cfg.algorithm, policy)
     buffer = ChunkReplayBuffer(cfg.buffer_capacity, device=policy.config.device, seed=cfg.seed)
     trainer = RLTrainer(algorithm, OnlineOfflineMixer(buffer, None, online_ratio=1.0), cfg.batch_size,
-                        preprocessor=preprocessor)
+                        preprocessor=LearnerPreprocessor(preprocessor, actor.task))
     if local:
         collector = ChunkCollector(envs)
     else:

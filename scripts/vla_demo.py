@@ -1,0 +1,110 @@
+"""SFT -> RL -> evaluation of a SmolVLA on the built-in sim, end to end on a CPU with no download.
+
+1. the scripted expert writes demonstrations with the front camera and the joints (`lerobot-steer-generate`),
+2. LeRobot's own `lerobot-train --policy.type=smolvla` trains a tiny SmolVLA on them (a 4-layer, 64-wide
+   SmolVLM built from config, random initial weights: `lerobot_steer.steering.tiny_vla_cli`),
+3. `lerobot-steer-ppo` fine-tunes it as `smolvla_rl`, once with PPO (Flow-Noise chain, value head) and once
+   with GRPO (groups reset to one seed),
+4. `lerobot-steer-eval` scores both and the base on the same seeds (Wilson CI, paired McNemar tests).
+
+The tiny VLM is what makes this run on a CPU in minutes; a full-size SmolVLA takes the same commands
+without the `tiny_vla_cli` wrapper (`--policy.path=lerobot/smolvla_base`, a GPU: see the README). Every
+stage writes under `--output_dir` and is skipped when its output exists, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo import BIN, run  # noqa: E402  (the same stage runner as `make demo`)
+
+TINY_VLA = [sys.executable, "-m", "lerobot_steer.steering.tiny_vla_cli"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/vla_demo")
+    parser.add_argument("--episodes", type=int, default=100, help="expert demonstrations to generate")
+    parser.add_argument("--image_size", type=int, default=32, help="camera height and width")
+    parser.add_argument("--train_steps", type=int, default=3000)
+    parser.add_argument("--rl_steps", type=int, default=20000, help="online env steps of each of PPO and GRPO")
+    parser.add_argument("--rl_chunks", type=int, default=16, help="PPO rollout length in chunks per env")
+    parser.add_argument("--n_envs", type=int, default=8)
+    parser.add_argument("--compare_episodes", type=int, default=50)
+    parser.add_argument("--episode_length", type=int, default=None, help="env steps per RL / evaluation episode")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    out = Path(args.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["LEROBOT_STEER_TINY_VLM_DIR"] = str(out / "tiny_smolvlm")  # read by tiny_vla_cli
+    data, train, compare = out / "data", out / "train", out / "compare"
+    size = args.image_size
+    camera = ["--env.obs_type=pixels", "--env.cameras=[front]", f"--env.image_height={size}", f"--env.image_width={size}"]
+    episode = [f"--env.episode_length={args.episode_length}"] if args.episode_length else []
+    t0 = time.perf_counter()
+
+    print(f"[1/5] Expert demonstrations (front camera {size} x {size} + joints) -> {data}")
+    if not (data / "generation_report.json").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        run([str(BIN / "lerobot-steer-generate"), "--repo_id=local/so101_sim_vla", f"--root={data}",
+             f"--num_episodes={args.episodes}", f"--seed={args.seed}", *camera], out / "generate.log")
+
+    print(f"[2/5] lerobot-train --policy.type=smolvla, tiny VLM ({args.train_steps} steps) -> {train}")
+    base = train / "checkpoints" / "last" / "pretrained_model"
+    if not base.exists():
+        shutil.rmtree(train, ignore_errors=True)
+        run([*TINY_VLA, "lerobot-train", "--policy.type=smolvla", f"--policy.vlm_model_name={out / 'tiny_smolvlm'}",
+             "--policy.load_vlm_weights=false", "--policy.num_vlm_layers=4", "--policy.resize_imgs_with_padding=[64,64]",
+             "--policy.chunk_size=16", "--policy.n_action_steps=8", "--policy.num_steps=5",
+             "--policy.optimizer_lr=5e-4", "--policy.scheduler_warmup_steps=100",
+             f"--policy.scheduler_decay_steps={args.train_steps}",  # annealed to its end (see the README's round 8)
+             "--policy.device=cpu", "--policy.push_to_hub=false", "--dataset.repo_id=local/so101_sim_vla",
+             f"--dataset.root={data}", "--dataset.video_backend=pyav", "--batch_size=32", f"--steps={args.train_steps}",
+             f"--save_freq={args.train_steps}", f"--log_freq={max(args.train_steps // 20, 1)}", "--num_workers=1",
+             "--env_eval_freq=0", f"--seed={args.seed}", f"--output_dir={train}", "--wandb.enable=false"],
+            out / "train.log", env={"OMP_NUM_THREADS": "1"})
+
+    sim = ["--env.type=so101_sim", *camera, *episode, "--env.reward_type=dense", f"--n_envs={args.n_envs}",
+           "--policy.device=cpu", f"--seed={args.seed}", "--progress=false"]
+    budget = [f"--steps={args.rl_steps}", f"--log_freq={max(args.rl_steps // 10, 1)}",
+              f"--save_freq={args.rl_steps}", "--eval.freq=0"]
+    algorithms = {
+        "ppo": ["--algorithm.type=ppo", f"--algorithm.rollout_chunks={args.rl_chunks}"],
+        # one group per rollout of n_envs envs, reset to the same seed
+        "grpo": ["--algorithm.type=grpo", f"--algorithm.group_size={args.n_envs}"],
+    }
+    tuned = {}
+    for step, (name, flags) in enumerate(algorithms.items(), start=3):
+        run_dir = out / f"rl_{name}"
+        tuned[name] = run_dir / "checkpoints" / "last" / "pretrained_model"
+        state = run_dir / "checkpoints" / "last" / "training_state" / "training_step.json"
+        print(f"[{step}/5] lerobot-steer-ppo {flags[0]} ({args.rl_steps} env steps) -> {run_dir}")
+        if state.exists() and json.loads(state.read_text())["env_steps"] >= args.rl_steps:
+            continue
+        resume = ["--resume=true", f"--steps={args.rl_steps}"] if state.exists() else [
+            "--policy.type=smolvla_rl", f"--policy.base_policy_path={base}", *flags, *sim, *budget]
+        run([*TINY_VLA, "lerobot-steer-ppo", *resume, f"--output_dir={run_dir}"], out / f"rl_{name}.log",
+            show=("env_steps:", "checkpoint:", "Resuming"))
+
+    print(f"[5/5] lerobot-steer-eval base vs PPO vs GRPO ({args.compare_episodes} episodes, same seeds) -> {compare}")
+    shutil.rmtree(compare, ignore_errors=True)
+    paths = [str(tuned["ppo"]), str(tuned["grpo"]), str(base)]
+    run([*TINY_VLA, "lerobot-steer-eval", f"--policy_paths=[{','.join(paths)}]", *camera, *episode,
+         f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1",
+         "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))
+
+    print(f"\n=== lerobot-steer VLA demo: tiny SmolVLA, SFT -> PPO / GRPO ({(time.perf_counter() - t0) / 60:.1f} min) ===")
+    print((compare / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,9 @@
    SmolVLM built from config, random initial weights: `lerobot_steer.steering.tiny_vla_cli`),
 3. `lerobot-steer-ppo` fine-tunes it as `smolvla_rl`, once with PPO (Flow-Noise chain, value head) and once
    with GRPO (groups reset to one seed),
-4. `lerobot-steer-eval` scores both and the base on the same seeds (Wilson CI, paired McNemar tests).
+4. `lerobot-steer-rl --policy.type=dsrl` steers the same frozen base through its initial noise instead,
+5. `lerobot-steer-eval` scores the three and the base (N(0, I), zero and tanh noise) on the same seeds
+   (Wilson CI, paired McNemar tests against PPO).
 
 The tiny VLM is what makes this run on a CPU in minutes; a full-size SmolVLA takes the same commands
 without the `tiny_vla_cli` wrapper (`--policy.path=lerobot/smolvla_base`, a GPU: see the README). Every
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--train_steps", type=int, default=3000)
     parser.add_argument("--rl_steps", type=int, default=20000, help="online env steps of each of PPO and GRPO")
     parser.add_argument("--rl_chunks", type=int, default=16, help="PPO rollout length in chunks per env")
+    parser.add_argument("--rl_lr", type=float, default=1e-4, help="learning rate of PPO and GRPO")
     parser.add_argument("--n_envs", type=int, default=8)
     parser.add_argument("--compare_episodes", type=int, default=50)
     parser.add_argument("--episode_length", type=int, default=None, help="env steps per RL / evaluation episode")
@@ -52,13 +55,13 @@ def main() -> None:
     episode = [f"--env.episode_length={args.episode_length}"] if args.episode_length else []
     t0 = time.perf_counter()
 
-    print(f"[1/5] Expert demonstrations (front camera {size} x {size} + joints) -> {data}")
+    print(f"[1/6] Expert demonstrations (front camera {size} x {size} + joints) -> {data}")
     if not (data / "generation_report.json").exists():
         shutil.rmtree(data, ignore_errors=True)
         run([str(BIN / "lerobot-steer-generate"), "--repo_id=local/so101_sim_vla", f"--root={data}",
              f"--num_episodes={args.episodes}", f"--seed={args.seed}", *camera], out / "generate.log")
 
-    print(f"[2/5] lerobot-train --policy.type=smolvla, tiny VLM ({args.train_steps} steps) -> {train}")
+    print(f"[2/6] lerobot-train --policy.type=smolvla, tiny VLM ({args.train_steps} steps) -> {train}")
     base = train / "checkpoints" / "last" / "pretrained_model"
     if not base.exists():
         shutil.rmtree(train, ignore_errors=True)
@@ -77,17 +80,20 @@ def main() -> None:
            "--policy.device=cpu", f"--seed={args.seed}", "--progress=false"]
     budget = [f"--steps={args.rl_steps}", f"--log_freq={max(args.rl_steps // 10, 1)}",
               f"--save_freq={args.rl_steps}", "--eval.freq=0"]
+    # The on-policy lr default (5e-6) is sized for full-size VLAs; this 0.2M-parameter expert was trained
+    # at 5e-4, and at 5e-6 a few hundred PPO steps would leave it where it is.
+    lr = [f"--algorithm.lr={args.rl_lr}"]
     algorithms = {
-        "ppo": ["--algorithm.type=ppo", f"--algorithm.rollout_chunks={args.rl_chunks}"],
+        "ppo": ["--algorithm.type=ppo", f"--algorithm.rollout_chunks={args.rl_chunks}", *lr],
         # one group per rollout of n_envs envs, reset to the same seed
-        "grpo": ["--algorithm.type=grpo", f"--algorithm.group_size={args.n_envs}"],
+        "grpo": ["--algorithm.type=grpo", f"--algorithm.group_size={args.n_envs}", *lr],
     }
     tuned = {}
     for step, (name, flags) in enumerate(algorithms.items(), start=3):
         run_dir = out / f"rl_{name}"
         tuned[name] = run_dir / "checkpoints" / "last" / "pretrained_model"
         state = run_dir / "checkpoints" / "last" / "training_state" / "training_step.json"
-        print(f"[{step}/5] lerobot-steer-ppo {flags[0]} ({args.rl_steps} env steps) -> {run_dir}")
+        print(f"[{step}/6] lerobot-steer-ppo {flags[0]} ({args.rl_steps} env steps) -> {run_dir}")
         if state.exists() and json.loads(state.read_text())["env_steps"] >= args.rl_steps:
             continue
         resume = ["--resume=true", f"--steps={args.rl_steps}"] if state.exists() else [
@@ -95,14 +101,29 @@ def main() -> None:
         run([*TINY_VLA, "lerobot-steer-ppo", *resume, f"--output_dir={run_dir}"], out / f"rl_{name}.log",
             show=("env_steps:", "checkpoint:", "Resuming"))
 
-    print(f"[5/5] lerobot-steer-eval base vs PPO vs GRPO ({args.compare_episodes} episodes, same seeds) -> {compare}")
+    # DSRL on the same base, same budget: the frozen SmolVLA steered through its initial noise, at
+    # lerobot-steer-rl's defaults (with the prefill and batch scaled to the budget, as in `make demo`).
+    run_dir = out / "rl_dsrl"
+    tuned["dsrl"] = run_dir / "checkpoints" / "last" / "pretrained_model"
+    state = run_dir / "checkpoints" / "last" / "training_state" / "training_step.json"
+    print(f"[5/6] lerobot-steer-rl --policy.type=dsrl ({args.rl_steps} env steps) -> {run_dir}")
+    if not (state.exists() and json.loads(state.read_text())["env_steps"] >= args.rl_steps):
+        resume = ["--resume=true", f"--steps={args.rl_steps}"] if state.exists() else [
+            "--policy.type=dsrl", f"--policy.base_policy_path={base}", *sim, *budget,
+            f"--prefill_steps={min(5000, args.rl_steps // 4)}", f"--batch_size={min(256, max(args.rl_steps // 16, 4))}"]
+        run([*TINY_VLA, "lerobot-steer-rl", *resume, f"--output_dir={run_dir}"], out / "rl_dsrl.log",
+            show=("env_steps:", "checkpoint:", "Resuming"))
+
+    print(f"[6/6] lerobot-steer-eval PPO, GRPO, DSRL and the base's free modes ({args.compare_episodes} episodes, same seeds) -> {compare}")
     shutil.rmtree(compare, ignore_errors=True)
-    paths = [str(tuned["ppo"]), str(tuned["grpo"]), str(base)]
+    # the base as LeRobot samples it (N(0, I)) and on its free zero and tanh(N(0, I)) noises
+    paths = [str(tuned["ppo"]), str(tuned["grpo"]), str(tuned["dsrl"]), str(base), f"noise:zero:{base}",
+             f"noise:tanh:{base}"]
     run([*TINY_VLA, "lerobot-steer-eval", f"--policy_paths=[{','.join(paths)}]", *camera, *episode,
          f"--n_episodes={args.compare_episodes}", f"--seed={args.seed + 10_000}", "--videos.first=1",
          "--progress=false", f"--output_dir={compare}"], out / "compare.log", show=("Report:",))
 
-    print(f"\n=== lerobot-steer VLA demo: tiny SmolVLA, SFT -> PPO / GRPO ({(time.perf_counter() - t0) / 60:.1f} min) ===")
+    print(f"\n=== lerobot-steer VLA demo: tiny SmolVLA, SFT -> PPO / GRPO / DSRL ({(time.perf_counter() - t0) / 60:.1f} min) ===")
     print((compare / "results.md").read_text())
 
 

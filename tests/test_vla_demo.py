@@ -1,5 +1,6 @@
 """scripts/vla_demo.py at tiny budgets: generated camera demonstrations -> LeRobot's `lerobot-train
---policy.type=smolvla` (tiny VLM, offline) -> `smolvla_rl` PPO and GRPO -> one paired evaluation."""
+--policy.type=smolvla` (tiny VLM, offline) -> `smolvla_rl` PPO and GRPO, and DSRL over the same base ->
+one paired evaluation with the base's free modes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vla_demo.py"
 
 
-@pytest.mark.slow  # five CLI stages of a tiny SmolVLA (~2 min on 2 shared cores)
+@pytest.mark.slow  # six CLI stages of a tiny SmolVLA (~2.5 min on 2 shared cores)
 def test_sft_then_ppo_and_grpo_then_a_paired_evaluation(tmp_path):
     out = tmp_path / "vla"
     result = subprocess.run(
@@ -25,15 +26,16 @@ def test_sft_then_ppo_and_grpo_then_a_paired_evaluation(tmp_path):
     # the base is a stock LeRobot smolvla checkpoint; each RL run saved a smolvla_rl one that made updates
     base = out / "train" / "checkpoints" / "last" / "pretrained_model"
     assert json.loads((base / "config.json").read_text())["type"] == "smolvla"
-    for name in ("ppo", "grpo"):
+    for name, kind in (("ppo", "smolvla_rl"), ("grpo", "smolvla_rl"), ("dsrl", "dsrl")):
         run = out / f"rl_{name}"
-        assert json.loads((run / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())["type"] == "smolvla_rl"
+        assert json.loads((run / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())["type"] == kind
         last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
         assert last["env_steps"] == 64 and last["updates"] > 0, f"{name} made no update"
 
     report = json.loads((out / "compare" / "eval_report.json").read_text())
-    assert [c["label"] for c in report["checkpoints"]] == ["rl_ppo@last", "rl_grpo@last", "train@last"]
-    assert [c["policy_type"] for c in report["checkpoints"]] == ["smolvla_rl", "smolvla_rl", "smolvla"]
+    assert [c["label"] for c in report["checkpoints"]] == [
+        "rl_ppo@last", "rl_grpo@last", "rl_dsrl@last", "train@last", "train@last[noise=zero]", "train@last[noise=tanh]"]
+    assert [c["policy_type"] for c in report["checkpoints"]][:4] == ["smolvla_rl", "smolvla_rl", "dsrl", "smolvla"]
     assert all(len(c["episodes"]) == 2 for c in report["checkpoints"])
-    assert len(report["paired_vs_first"]) == 2  # GRPO and the base, each McNemar-tested against PPO
+    assert len(report["paired_vs_first"]) == 5  # each McNemar-tested against PPO
     assert (out / "compare" / "results.md").read_text() in result.stdout

@@ -44,7 +44,9 @@ def test_learner_preprocessor_tokenizes_the_run_task_into_replayed_observations(
     config = SmolVLAConfig.from_pretrained(sim_smolvla)
     preprocessor, _ = make_pre_post_processors(config, pretrained_path=str(sim_smolvla))
     replayed = {"observation.state": torch.zeros(3, 6), "observation.images.front": torch.rand(3, 3, 32, 32)}
-    with pytest.raises(KeyError, match="task"):  # LeRobot's RLTrainer call, as it is
+    # LeRobot's RLTrainer call, as it is in 0.6.1 (a seam: if this stops raising, LeRobot passes the task
+    # itself and LearnerPreprocessor can go)
+    with pytest.raises(KeyError, match="task"):
         preprocessor.process_observation(dict(replayed))
     task = SO101SimEnvConfig().task_description
     out = LearnerPreprocessor(preprocessor, task).process_observation(dict(replayed))

@@ -67,9 +67,6 @@ class LearnerPreprocessor:
         batch = self.preprocessor(with_task(dict(observation), self.task))
         return observations(batch)
 
-    def __getattr__(self, name: str):  # the rest of the pipeline (state_dict, save_pretrained, ...)
-        return getattr(self.preprocessor, name)
-
 
 class SteeringActor:
     """Acts with a `dsrl` / `dyna_vgd` policy on a vector env (see module docstring)."""

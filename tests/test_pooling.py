@@ -71,3 +71,16 @@ def test_pool_evals_script_writes_the_table_with_the_free_baseline_verdicts(tmp_
     assert "clears every free baseline's" in text
     assert json.loads((out / "eval_report.json").read_text())["pooled_from"] == 2
     assert (out / "success_rates.png").stat().st_size > 0
+
+
+def test_the_verdict_names_the_free_baseline_an_interval_does_not_clear():
+    from lerobot_steer.evaluation.pooling import free_baseline_lines
+
+    def row(label, low, high, free):
+        return {"label": label, "free_baseline": free, "summary": {"ci95": [low, high]}}
+
+    report = {"checkpoints": [row("zero", 0.12, 0.22, True), row("tanh", 0.26, 0.39, True),
+                              row("Dynamic VGD", 0.34, 0.48, False), row("DSRL", 0.86, 0.94, False)]}
+    lines = free_baseline_lines(report)
+    assert "- Dynamic VGD: interval 34.0-48.0 % does not clear tanh's (highest upper bound 39.0 %)" in lines
+    assert "- DSRL: interval 86.0-94.0 % clears every free baseline's (highest upper bound 39.0 %)" in lines

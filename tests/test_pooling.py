@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lerobot_steer.evaluation.pooling import load_reports, pool_reports
+from lerobot_steer.evaluation.pooling import free_baseline_lines, load_reports, pool_reports
 from lerobot_steer.evaluation.report import build_report, write_outputs
 from lerobot_steer.evaluation.rollout import EpisodeResult
 from lerobot_steer.evaluation.stats import wilson_interval
@@ -74,8 +74,6 @@ def test_pool_evals_script_writes_the_table_with_the_free_baseline_verdicts(tmp_
 
 
 def test_the_verdict_names_the_free_baseline_an_interval_does_not_clear():
-    from lerobot_steer.evaluation.pooling import free_baseline_lines
-
     def row(label, low, high, free):
         return {"label": label, "free_baseline": free, "summary": {"ci95": [low, high]}}
 

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,6 +196,16 @@ def test_dyna_vgd_online_run_logs_the_guidance_components(state_checkpoint, tmp_
         assert name in row, f"{name} not logged"
     assert 0 < row["acting/w_local"] <= 1 and 0 < row["acting/w_global"] <= 1
     assert row["updates"] > 0 and "eval/success_rate" not in row  # --eval.n_episodes=0 turns evaluation off
+
+    # scripts/guidance_effect.py: what guidance did to the executed chunks, per action dimension
+    checkpoint = out / "checkpoints" / "last" / "pretrained_model"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "guidance_effect.py"
+    result = run_cli([sys.executable, script, checkpoint, "--chunks=2", "--n_envs=1"], cwd=tmp_path)
+    table = [line for line in result.stdout.splitlines() if line.startswith(f"| {checkpoint} |")]
+    assert [line.split(" | ")[1] for line in table] == ["abs(guided - unguided), mean", "abs(guided - unguided), p95"]
+    for line in table:
+        shifts = [float(cell) for cell in line.split(" | ")[2:8]]
+        assert all(0 <= v < 10 for v in shifts), line
 
 
 def test_policy_path_continues_from_trained_weights(state_checkpoint, tmp_path):

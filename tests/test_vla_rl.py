@@ -375,3 +375,21 @@ def test_a_base_whose_weights_do_not_fit_the_config_is_refused_naming_the_field(
 def test_a_stock_config_is_refused_naming_from_base(bases):
     with pytest.raises(ConfigError, match="from_base"):
         PI0RLPolicy(bases["pi0"][1].config)
+
+
+@pytest.mark.parametrize("kind", ["pi0", "pi05"])
+def test_bf16_with_gradient_checkpointing_samples_reevaluates_and_trains(bases, kind):
+    """LeRobot's memory settings for pi0 / pi05 (`--policy.dtype=bfloat16 --policy.gradient_checkpointing=true`)
+    pass through the RL type: the chain samples, re-evaluates to its own log-likelihood and
+    backpropagates into the bf16 weights that train."""
+    policy = _rl(bases, kind, stochastic_chain="flow_noise", dtype="bfloat16", gradient_checkpointing=True)
+    policy.train()
+    assert any(p.dtype == torch.bfloat16 for p in policy.parameters()), "dtype=bfloat16 did not reach the weights"
+    batch = batch_maker(policy)(2, 0)
+    out = policy.sample_actions_with_log_prob(batch)
+    assert torch.isfinite(out.actions).all() and torch.isfinite(out.log_prob).all()
+    log_prob = policy.log_prob_of_chain(batch, out.chain)
+    torch.testing.assert_close(log_prob.float(), out.log_prob.float(), rtol=1e-2, atol=1e-2)
+    log_prob.sum().backward()
+    grads = [p.grad for p in policy.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

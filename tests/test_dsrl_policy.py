@@ -23,7 +23,6 @@ from helpers_bases import (  # noqa: F401  (one_thread, vla_builds, diffusion_ba
 
 from lerobot.rl.algorithms.factory import make_algorithm
 
-from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.dsrl import DSRLConfig, DSRLPolicy, make_dsrl_pre_post_processors
 from lerobot_steer.rl import DSRLAlgorithmConfig
 from lerobot_steer.steering import BasePolicyAdapter, CheckpointError, FeatureMismatchError
@@ -213,10 +212,7 @@ from lerobot_steer.policies.dsrl import DSRLPolicy
 path, inputs, out = sys.argv[1:]
 batch = torch.load(inputs)
 policy = DSRLPolicy.from_pretrained(path)
-deployed = policy.predict_action_chunk(batch["obs"], deterministic=True)  # from_pretrained leaves eval mode
-policy.reset()
-policy.train()
-torch.save({"mean": deployed, "trained_mean": policy.predict_action_chunk(batch["obs"], deterministic=True),
+torch.save({"mean": policy.predict_action_chunk(batch["obs"], deterministic=True),
             "noise": policy.predict_action_chunk(batch["obs"], noise=batch["noise"])}, out)
 """
 
@@ -227,23 +223,18 @@ def test_save_then_load_in_a_fresh_process_gives_identical_actions(diffusion_bas
     policy = DSRLPolicy(DSRLConfig(base_policy_path=str(diffusion_base), **SMALL))
     with torch.no_grad():
         policy.actor.head.mu.bias.add_(0.3)
-        policy.average_actor.head.mu.bias.add_(-0.2)
     obs = batch_maker(policy.adapter.policy)(2, 5)
     noise = policy.adapter.sample_noise(2)
-    policy.eval()
-    expected = {"mean": policy.predict_action_chunk(obs, deterministic=True)}
     policy.reset()
-    policy.train()
-    expected.update(trained_mean=policy.predict_action_chunk(obs, deterministic=True),
-                    noise=policy.predict_action_chunk(obs, noise=noise))
-    assert not torch.equal(expected["mean"], expected["trained_mean"])
+    expected = {"mean": policy.predict_action_chunk(obs, deterministic=True),
+                "noise": policy.predict_action_chunk(obs, noise=noise)}
     policy.save_pretrained(tmp_path / "ckpt")
     torch.save({"obs": obs, "noise": noise}, tmp_path / "in.pt")
     result = subprocess.run([sys.executable, "-c", LOAD_AND_ACT, str(tmp_path / "ckpt"), str(tmp_path / "in.pt"),
                              str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt")
-    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert torch.equal(got["mean"], expected["mean"]) and torch.equal(got["noise"], expected["noise"])
 
 
 def test_processors_are_the_bases_own_with_standard_step_names(diffusion_base):
@@ -400,63 +391,3 @@ def test_acting_mode_switches_to_the_mean_noise_for_a_block_and_restores(base):
     with pytest.raises(RuntimeError), policy.acting_mode(True):
         raise RuntimeError("an evaluation that fails")
     assert policy.config.deterministic_actions is False
-
-
-def _bias(actor) -> torch.Tensor:
-    return actor.head.mu.bias.detach().clone()
-
-
-def test_deployed_actor_is_a_warm_started_moving_average_of_the_trained_one(diffusion_base):
-    """lerobot-eval acts with the average; exploration with the trained actor; the average follows
-    the trained weights at min(actor_average, (1 + t) / (10 + t)) per step."""
-    torch.manual_seed(0)
-    policy = DSRLPolicy(DSRLConfig(base_policy_path=str(diffusion_base), actor_average=0.5, **SMALL))
-    start = _bias(policy.average_actor)
-    assert torch.equal(start, _bias(policy.actor))
-    with torch.no_grad():
-        policy.actor.head.mu.bias.add_(1.0)
-    remaining = 1.0
-    for t in range(5):
-        policy.update()
-        remaining *= min(0.5, (1 + t) / (10 + t))
-    torch.testing.assert_close(_bias(policy.average_actor), start + 1.0 - remaining)
-    assert int(policy.average_actor_steps) == 5
-
-    obs = batch_maker(policy.adapter.policy)(2, 3)
-    policy.eval()
-    deployed = policy.predict_action_chunk(obs, deterministic=True)
-    policy.reset()
-    policy.train()
-    trained = policy.predict_action_chunk(obs, deterministic=True)
-    policy.reset()
-    _, greedy = policy.collect_chunk(obs, "greedy")
-    _, explore = policy.collect_chunk(obs, "explore")
-    assert not torch.equal(deployed, trained)
-    torch.testing.assert_close(greedy["noise"], policy.average_actor(obs, deterministic=True).action)
-    assert explore["noise"].shape == greedy["noise"].shape
-
-
-def test_checkpoints_without_an_average_deploy_their_trained_actor_and_zero_turns_it_off(diffusion_base, tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    torch.manual_seed(0)
-    policy = DSRLPolicy(DSRLConfig(base_policy_path=str(diffusion_base), **SMALL))
-    with torch.no_grad():
-        policy.actor.head.mu.bias.add_(0.3)
-    policy.save_pretrained(tmp_path / "ckpt")
-    weights = tmp_path / "ckpt" / "model.safetensors"
-    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("average_actor")}, weights)
-    old = DSRLPolicy.from_pretrained(tmp_path / "ckpt")  # a checkpoint from before the average existed
-    assert torch.equal(_bias(old.average_actor), _bias(policy.actor))
-
-    policy.save_pretrained(tmp_path / "with_average")
-    off = DSRLPolicy.from_pretrained(tmp_path / "with_average", config=DSRLConfig(
-        base_policy_path=str(diffusion_base), actor_average=0.0, **SMALL))
-    assert off.average_actor is None and off.acting_actor() is off.actor
-    assert torch.equal(_bias(off.actor), _bias(policy.actor))
-
-
-@pytest.mark.parametrize("value", [1.0, -0.1])
-def test_actor_average_out_of_range_names_the_field(value):
-    with pytest.raises(ConfigError, match=r"--policy.actor_average=.* is out of range; allowed: \[0, 1\)"):
-        DSRLConfig(actor_average=value)

@@ -364,18 +364,13 @@ class SteeringPolicyMixin:
             tensors = load_file(model_file, device="cpu")
         except Exception as e:
             raise CheckpointError(f"{model_file} is missing or not a readable safetensors file ({e})") from e
-        missing, unexpected = model.load_state_dict(model.upgrade_checkpoint_tensors(tensors), strict=False)
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
         missing = [k for k in missing if model.base_provider.in_model_file(k)]
         if missing or unexpected:
             raise CheckpointError(
                 f"{model_file} does not match this {cls.name} config: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         return model
-
-    def upgrade_checkpoint_tensors(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-        """A checkpoint's tensors as this version of the policy names them (older layouts mapped
-        in by the policies that changed theirs)."""
-        return tensors
 
     def method_card_text(self) -> str:
         """One paragraph of model card saying what this policy does with its base."""

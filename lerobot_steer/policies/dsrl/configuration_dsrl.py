@@ -15,7 +15,6 @@ from lerobot.configs.policies import PreTrainedConfig
 
 from lerobot_steer.policies.common.config import (
     FINITE,
-    FRACTION,
     NON_NEGATIVE,
     POSITIVE,
     Interval,
@@ -68,15 +67,6 @@ class DSRLConfig(SteeringConfig):
             reference's 0 nats for the whole noise vector). temperature_lr 1e-3 lets alpha fall by
             10x within about 2,300 gradient steps, a few thousand env steps at the default update
             ratio, instead of the ~8,000 steps it takes at 3e-4.
-        actor_average: the actor that acts when the policy is deployed (eval mode: lerobot-eval,
-            lerobot-rollout, the periodic evaluations, a greedy chunk) is an exponential moving
-            average of the trained actor's weights, updated after every gradient step with rate
-            min(actor_average, (1 + t) / (10 + t)) at step t, so it averages about the last tenth
-            of training, at most 1 / (1 - actor_average) steps (1,000 at 0.999). Exploration
-            during training uses the trained actor. 0: deploy the trained actor itself. Why: late
-            in a run the trained actor still moves with every batch (periodic evaluations swung by
-            10-20 points between checkpoints 10k env steps apart), so its last weights are one
-            draw of a moving policy; the average is the policy the updates settle around.
 
     DSRL-NA without base decodes in its updates (what makes it usable online on a CPU: the
     reference's two decodes of a 256-sample batch per gradient step ran at 12 env steps/s here):
@@ -110,7 +100,6 @@ class DSRLConfig(SteeringConfig):
 
     # Acting
     deterministic_actions: bool = False
-    actor_average: float = 0.999
 
     # Optimization: one Adam with a param group per network (lerobot-train steps one optimizer);
     # each group has its own lr (critic_lr: SteeringConfig). The online RLAlgorithm uses one Adam
@@ -132,7 +121,7 @@ class DSRLConfig(SteeringConfig):
     def number_ranges(self) -> dict[str, Interval]:
         return {**super().number_ranges(), "noise_bound": POSITIVE, "init_temperature": POSITIVE,
                 "target_entropy": FINITE, "actor_lr": POSITIVE, "noise_critic_lr": POSITIVE, "temperature_lr": POSITIVE,
-                "na_aliases": NON_NEGATIVE, "actor_average": FRACTION}
+                "na_aliases": NON_NEGATIVE}
 
     def resolve_variant(self, variant: str) -> None:
         """Fix the variant, if the user did not."""

@@ -108,10 +108,6 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
 
         scales = unnormalized_feature_stats(config, self.adapter.preprocessor)
         self.actor = NoiseActor(make_observation_encoder(config, scales), self.noise_dim, config)
-        # The deployed actor: a moving average of the trained one (config.actor_average; None at 0).
-        self.average_actor = copy.deepcopy(self.actor).requires_grad_(False) if config.actor_average > 0 else None
-        if self.average_actor is not None:
-            self.register_buffer("average_actor_steps", torch.zeros((), dtype=torch.long))
         critic_input = config.n_exec * self.action_dim if config.variant == "na" else self.noise_dim
         self.critic = ObservationCritic(make_observation_encoder(config, scales), critic_input, config)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -185,14 +181,8 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         if noise is None:
             deterministic = kwargs.get("deterministic")
             deterministic = self.config.deterministic_actions if deterministic is None else deterministic
-            noise = self.base_noise(self.acting_actor()(obs, deterministic=deterministic).action)
+            noise = self.base_noise(self.actor(obs, deterministic=deterministic).action)
         return self.adapter.sample(obs, noise)[:, : self.config.n_exec]
-
-    def acting_actor(self, deployed: bool | None = None) -> NoiseActor:
-        """The actor that chooses the noise: the averaged one when deployed (default: in eval mode)
-        and averaging is on, else the trained one."""
-        deployed = not self.training if deployed is None else deployed
-        return self.average_actor if deployed and self.average_actor is not None else self.actor
 
     # What `reference_chunk` shows beside the steered chunk (videos' trails legend).
     reference_labels = ("steered", "base, N(0,I) noise")
@@ -220,14 +210,12 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
     @torch.no_grad()
     def collect_chunk(self, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
         """The chunk and the actor-space noise that made it (DSRL-SAC's critic input): the clipped
-        prior in the prefill, a sample of the trained actor when exploring, the deployed actor's mean
-        when greedy."""
+        prior in the prefill, an actor sample when exploring, its mean when greedy."""
         obs = _observations(batch)
         if mode == "prior":
             w = self.prefill_noise(next(iter(obs.values())).shape[0])
         else:
-            greedy = mode == "greedy"
-            w = self.acting_actor(deployed=greedy)(obs, deterministic=greedy).action
+            w = self.actor(obs, deterministic=mode == "greedy").action
         chunk = self.adapter.sample(obs, self.base_noise(w))
         extras = {"noise": w.cpu()}
         if self.config.variant == "na" and self.config.na_aliases:
@@ -267,29 +255,10 @@ class DSRLPolicy(SteeringPolicyMixin, PreTrainedPolicy):
         return loss, metrics_to_floats(metrics)
 
     def update(self) -> None:
-        """Polyak-average the target critics and the deployed actor; lerobot-train and the online
-        algorithm call it after every optimizer step."""
+        """Polyak-average the target critic; lerobot-train calls it after every optimizer step."""
         polyak_update(self.critic_target, self.critic, self.config.tau)
         if self.noise_critic_target is not None:
             polyak_update(self.noise_critic_target, self.noise_critic, self.config.tau)
-        if self.average_actor is not None:
-            # Warm-started like TensorFlow's ExponentialMovingAverage(num_updates): early on the
-            # average follows the actor closely instead of remembering its random initialization.
-            t = int(self.average_actor_steps)
-            decay = min(self.config.actor_average, (1 + t) / (10 + t))
-            polyak_update(self.average_actor, self.actor, 1.0 - decay)
-            self.average_actor_steps += 1
-
-    def upgrade_checkpoint_tensors(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Checkpoints saved before the averaged actor existed deploy their trained actor; with
-        `--policy.actor_average=0` a checkpoint's average is dropped and its trained actor acts."""
-        has_average = any(k.startswith("average_actor.") for k in tensors)
-        if self.average_actor is None and has_average:
-            return {k: v for k, v in tensors.items() if not k.startswith("average_actor")}
-        if self.average_actor is not None and not has_average:
-            copies = {"average_actor." + k.removeprefix("actor."): v for k, v in tensors.items() if k.startswith("actor.")}
-            return {**tensors, **copies, "average_actor_steps": torch.zeros((), dtype=torch.long)}
-        return tensors
 
     def compute_loss(self, t: ChunkTransitions) -> tuple[Tensor, dict[str, Tensor]]:
         """critic + actor + temperature (+ noise-critic for NA) losses of one gradient step.

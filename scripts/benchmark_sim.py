@@ -4,8 +4,9 @@ Prints:
 - env steps/s with state observations against raw `mj_step` throughput on the same model and the
   same number of physics substeps per control step (the overhead ratio; goal <= 1.3x),
 - env steps/s with two cameras at 96x128 and at 480x640 (goal >= 100 steps/s at 96x128 on one core),
-  next to raw `mujoco.Renderer` frame pairs/s on the same scene and size (what rendering alone
-  costs), with the cameras' MSAA off (the default) and at MuJoCo's default of 4 samples,
+  next to raw frame pairs/s on the same scene and size (what rendering alone costs) of a
+  `mujoco.Renderer` read camera by camera and of the env's `CameraStrip` (both cameras drawn side by
+  side, read back once), with the cameras' MSAA off (the default) and at MuJoCo's default of 4 samples,
 - env steps/s of the 96x128 two-camera env in an async vector env of one worker process per core
   (gymnasium's `AsyncVectorEnv`, what `lerobot-steer-rl --async_envs=true` uses), next to one env
   in this process: rendering is the cost, and this is how it uses both cores,
@@ -32,6 +33,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from lerobot_steer.sim.camera_strip import CameraStrip
 from lerobot_steer.sim.generate import GenerateConfig, generate
 from lerobot_steer.sim.pick_place_env import PickPlaceConfig, SO101PickPlaceEnv
 
@@ -70,6 +72,18 @@ def raw_render_pairs_per_s(env: SO101PickPlaceEnv, frames: int) -> float:
             renderer.render()
     rate = frames / (time.perf_counter() - t0)
     renderer.close()
+    return rate
+
+
+def raw_strip_pairs_per_s(env: SO101PickPlaceEnv, frames: int) -> float:
+    """Two-camera frame pairs/s of a bare `CameraStrip` (what the env renders with), no env logic."""
+    env.model.vis.quality.offsamples = env.config.camera_multisamples
+    strip = CameraStrip(env.model, env.config.cameras, env.config.image_height, env.config.image_width)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        strip.render(env.data)
+    rate = frames / (time.perf_counter() - t0)
+    strip.close()
     return rate
 
 
@@ -130,6 +144,7 @@ def main() -> None:
             env_steps_per_s(env, 20)  # warm-up: GL context creation
             results[f"env_2cams_{h}x{w}_msaa{samples}_steps_per_s"] = env_steps_per_s(env, n)
             results[f"raw_render_2cams_{h}x{w}_msaa{samples}_pairs_per_s"] = raw_render_pairs_per_s(env, n)
+            results[f"raw_strip_2cams_{h}x{w}_msaa{samples}_pairs_per_s"] = raw_strip_pairs_per_s(env, n)
             env.close()
 
     cores = os.cpu_count() or 1
@@ -154,8 +169,10 @@ def main() -> None:
         for h, w in [(96, 128), (480, 640)]:
             key = f"{h}x{w}_msaa{samples}"
             env_rate, raw_rate = results[f"env_2cams_{key}_steps_per_s"], results[f"raw_render_2cams_{key}_pairs_per_s"]
-            print(f"  env, 2 cameras {h}x{w}, MSAA {samples}: {env_rate:8.0f} steps/s  vs raw renderer {raw_rate:6.0f} "
-                  f"frame pairs/s ({env_rate / raw_rate:.2f}x)" + ("  (default; goal >= 100)" if key == "96x128_msaa0" else ""))
+            strip_rate = results[f"raw_strip_2cams_{key}_pairs_per_s"]
+            print(f"  env, 2 cameras {h}x{w}, MSAA {samples}: {env_rate:8.0f} steps/s  vs raw renderer per camera {raw_rate:6.0f} "
+                  f"frame pairs/s ({env_rate / raw_rate:.2f}x), raw strip {strip_rate:6.0f} ({env_rate / strip_rate:.2f}x)"
+                  + ("  (default; goal >= 100)" if key == "96x128_msaa0" else ""))
     one, both = results["env_2cams_96x128_one_process_steps_per_s"], results[f"env_2cams_96x128_async_{cores}_workers_steps_per_s"]
     print(f"  env, 2 cameras 96x128, async x{cores}: {both:6.0f} steps/s  vs one process {one:6.0f} steps/s "
           f"({both / one:.2f}x; goal >= 300 steps/s on 2 cores)")

@@ -207,6 +207,26 @@ def test_arm_mjcf_without_so101_names_fails_clearly(tmp_path):
         SO101PickPlaceEnv(obs_type="state", arm_mjcf_path=str(tmp_path / "missing.xml"))
 
 
+@pytest.mark.parametrize("samples", [0, 4])
+def test_cameras_rendered_in_one_strip_are_the_pictures_of_a_renderer_per_camera(samples):
+    """The env draws its cameras side by side and reads them back once (CameraStrip): the images must
+    be what mujoco.Renderer gives camera by camera, at any MSAA setting."""
+    import mujoco
+
+    env = SO101PickPlaceEnv(obs_type="pixels", image_height=96, image_width=128, camera_multisamples=samples)
+    obs, _ = env.reset(seed=3)
+    for _ in range(3):
+        obs, *_ = env.step(obs["agent_pos"] + 0.05)
+    env.model.vis.quality.offsamples = samples
+    with mujoco.Renderer(env.model, 96, 128) as renderer:
+        for cam in env.config.cameras:
+            renderer.update_scene(env.data, camera=cam)
+            diff = np.abs(renderer.render().astype(int) - obs["pixels"][cam])
+            assert obs["pixels"][cam].shape == (96, 128, 3)
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.001, (cam, diff.max(), (diff > 0).mean())
+    env.close()
+
+
 def test_camera_multisampling_is_an_option_that_only_softens_edges():
     """MSAA off (the default, ~3x faster on a CPU renderer) and MuJoCo's 4 samples see the same scene."""
     frames = {}

@@ -23,6 +23,7 @@ import mujoco
 import numpy as np
 
 from lerobot_steer.config_error import ConfigError
+from lerobot_steer.sim.camera_strip import CameraStrip
 from lerobot_steer.sim.model import load_scene
 from lerobot_steer.sim.units import (
     JOINT_LIMITS_LEROBOT,
@@ -186,7 +187,7 @@ class SO101PickPlaceEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(spaces)
 
         # Renderers hold GL contexts: create them on first use, so AsyncVectorEnv workers build their own.
-        self._obs_renderer: mujoco.Renderer | None = None
+        self._obs_renderer: CameraStrip | None = None
         self._video_renderer: mujoco.Renderer | None = None
         self._warned_clip = False
         self._reset_episode_stats()
@@ -452,12 +453,9 @@ class SO101PickPlaceEnv(gym.Env):
     def render_cameras(self) -> dict[str, np.ndarray]:
         cfg = self.config
         if self._obs_renderer is None:
-            self._obs_renderer = self._make_renderer(cfg.image_height, cfg.image_width, samples=cfg.camera_multisamples)
-        images = {}
-        for cam in cfg.cameras:
-            self._obs_renderer.update_scene(self.data, camera=cam)
-            images[cam] = self._obs_renderer.render().copy()
-        return images
+            self.model.vis.quality.offsamples = cfg.camera_multisamples
+            self._obs_renderer = CameraStrip(self.model, cfg.cameras, cfg.image_height, cfg.image_width)
+        return self._obs_renderer.render(self.data)
 
 
 def config_as_kwargs(config) -> dict:

@@ -77,8 +77,8 @@ def raw_render_pairs_per_s(env: SO101PickPlaceEnv, frames: int) -> float:
 
 def raw_strip_pairs_per_s(env: SO101PickPlaceEnv, frames: int) -> float:
     """Two-camera frame pairs/s of a bare `CameraStrip` (what the env renders with), no env logic."""
-    env.model.vis.quality.offsamples = env.config.camera_multisamples
-    strip = CameraStrip(env.model, env.config.cameras, env.config.image_height, env.config.image_width)
+    cfg = env.config
+    strip = CameraStrip(env.model, cfg.cameras, cfg.image_height, cfg.image_width, samples=cfg.camera_multisamples)
     t0 = time.perf_counter()
     for _ in range(frames):
         strip.render(env.data)

@@ -23,11 +23,12 @@ from mujoco import gl_context
 class CameraStrip:
     """Images of `cameras` (names of fixed cameras in `model`) at `height` x `width` each.
 
-    The offscreen buffer's MSAA sample count is `model.vis.quality.offsamples` when the strip is made;
-    the model's offscreen width is raised to fit the strip if needed (only this model's copy).
+    `samples`: the offscreen buffer's MSAA samples. It and the offscreen size are model options read
+    when the GL context is made, so they are set on `model` (the env's own copy) here.
     """
 
-    def __init__(self, model: mujoco.MjModel, cameras: Sequence[str], height: int, width: int, max_geom: int = 10_000):
+    def __init__(self, model: mujoco.MjModel, cameras: Sequence[str], height: int, width: int, samples: int,
+                 max_geom: int = 10_000):
         self.cameras, self.height, self.width = list(cameras), height, width
         self._model = model
         self._cams = []
@@ -41,6 +42,7 @@ class CameraStrip:
         strip_width = width * len(self._cams)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, strip_width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        model.vis.quality.offsamples = samples
         self._gl = gl_context.GLContext(strip_width, height) if gl_context.GLContext is not None else None
         if self._gl is not None:
             self._gl.make_current()

@@ -453,8 +453,8 @@ class SO101PickPlaceEnv(gym.Env):
     def render_cameras(self) -> dict[str, np.ndarray]:
         cfg = self.config
         if self._obs_renderer is None:
-            self.model.vis.quality.offsamples = cfg.camera_multisamples
-            self._obs_renderer = CameraStrip(self.model, cfg.cameras, cfg.image_height, cfg.image_width)
+            self._obs_renderer = CameraStrip(self.model, cfg.cameras, cfg.image_height, cfg.image_width,
+                                             samples=cfg.camera_multisamples)
         return self._obs_renderer.render(self.data)
 
 

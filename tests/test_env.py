@@ -56,6 +56,28 @@ def test_observation_layout_per_obs_type():
     assert env.observation_space.contains(obs)
 
 
+def test_state_includes_objects_appends_the_object_poses_to_the_joints_everywhere():
+    """A VLA reads only observation.state and cameras: the option must put the same 10 object values
+    in agent_pos that environment_state carries, and every feature description must agree on 16."""
+    from lerobot_steer.sim.env_config import SO101SimEnvConfig
+    from lerobot_steer.sim.generate import dataset_features
+
+    env = SO101PickPlaceEnv(obs_type="pixels_state", cameras=("front",), image_height=24, image_width=32,
+                            state_includes_objects=True)
+    obs, _ = env.reset(seed=3)
+    obs, *_ = env.step(obs["agent_pos"][:6])
+    assert obs["agent_pos"].shape == (16,) and env.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs["agent_pos"][6:], obs["environment_state"])
+    np.testing.assert_allclose(obs["agent_pos"][:6], env.joint_positions(), atol=1e-5)
+    cfg = SO101SimEnvConfig(obs_type="pixels", cameras=("front",), state_includes_objects=True)
+    assert cfg.features["agent_pos"].shape == (16,)
+    state = dataset_features(cfg)["observation.state"]
+    assert state["shape"] == (16,) and state["names"][6:] == ["block_x", "block_y", "block_z", "block_qw",
+                                                                "block_qx", "block_qy", "block_qz", "bowl_x",
+                                                                "bowl_y", "bowl_z"]
+    assert SO101PickPlaceEnv(obs_type="state").reset(seed=3)[0]["agent_pos"].shape == (6,), "default changed"
+
+
 def test_every_step_reports_is_success_and_task():
     env = SO101PickPlaceEnv(obs_type="state", episode_length=5)
     obs, info = env.reset(seed=0)

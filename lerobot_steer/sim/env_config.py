@@ -29,7 +29,7 @@ class SO101SimEnvConfig(EnvConfig, PickPlaceConfig):
         self.validate()
         self.features = {
             ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(6,)),
-            "agent_pos": PolicyFeature(type=FeatureType.STATE, shape=(6,)),
+            "agent_pos": PolicyFeature(type=FeatureType.STATE, shape=(self.state_dim,)),
         }
         self.features_map = {ACTION: ACTION, "agent_pos": OBS_STATE}
         if self.uses_env_state:

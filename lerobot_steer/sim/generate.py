@@ -63,8 +63,9 @@ class GenerateConfig:
 def dataset_features(env_cfg: PickPlaceConfig, use_videos: bool = True) -> dict:
     """LeRobot dataset features of a sim recording (names as a real so101_follower records them)."""
     motors = list(MOTOR_KEYS)
+    state_names = motors + (ENV_STATE_NAMES if env_cfg.state_includes_objects else [])
     features = {
-        "observation.state": {"dtype": "float32", "shape": (6,), "names": motors},
+        "observation.state": {"dtype": "float32", "shape": (len(state_names),), "names": state_names},
         "action": {"dtype": "float32", "shape": (6,), "names": motors},
     }
     if env_cfg.uses_env_state:

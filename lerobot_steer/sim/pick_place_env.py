@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 TASK_DESCRIPTION = "Pick up the red block and place it in the blue bowl."
 OBS_TYPES = ("state", "pixels", "pixels_state")
+ENV_STATE_DIM = 10  # block position (3), block quaternion (4), bowl position (3)
 CAMERAS = ("front", "wrist")
 REWARD_TYPES = ("sparse", "dense")
 
@@ -91,6 +92,10 @@ class PickPlaceConfig:
     # Offscreen MSAA samples of the observation cameras. MuJoCo's default 4 costs about 3x per frame
     # on a CPU (Mesa) renderer at 96 x 128 for edges policies do not need; videos keep 4.
     camera_multisamples: int = 0
+    # Append the privileged block pose and bowl position (10 values, as `environment_state`) to
+    # `agent_pos`: for policies that read only `observation.state` and cameras (SmolVLA, pi0), so a
+    # small VLA can learn the task from a few minutes of CPU training. Sim only: a real arm has no such state.
+    state_includes_objects: bool = False
     arm_mjcf_path: str | None = None
     task_description: str = TASK_DESCRIPTION
 
@@ -139,6 +144,11 @@ class PickPlaceConfig:
     def uses_env_state(self) -> bool:
         return self.obs_type in ("state", "pixels_state")
 
+    @property
+    def state_dim(self) -> int:
+        """Length of `agent_pos`: the 6 joints, then the 10 object values with `state_includes_objects`."""
+        return 6 + (ENV_STATE_DIM if self.state_includes_objects else 0)
+
 
 class SO101PickPlaceEnv(gym.Env):
     """Pick the block, place it in the bowl. Success = block at rest inside the bowl, released."""
@@ -173,10 +183,10 @@ class SO101PickPlaceEnv(gym.Env):
             dtype=np.float32,
         )
         spaces: dict[str, gym.Space] = {
-            "agent_pos": gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32),
+            "agent_pos": gym.spaces.Box(-np.inf, np.inf, shape=(cfg.state_dim,), dtype=np.float32),
         }
         if cfg.uses_env_state:
-            spaces["environment_state"] = gym.spaces.Box(-np.inf, np.inf, shape=(10,), dtype=np.float32)
+            spaces["environment_state"] = gym.spaces.Box(-np.inf, np.inf, shape=(ENV_STATE_DIM,), dtype=np.float32)
         if cfg.uses_pixels:
             spaces["pixels"] = gym.spaces.Dict(
                 {
@@ -443,9 +453,11 @@ class SO101PickPlaceEnv(gym.Env):
     # ---------------------------------------------------------------- observation
     def _observation(self) -> dict:
         cfg = self.config
-        obs: dict = {"agent_pos": self.joint_positions().astype(np.float32)}
+        objects = np.concatenate([self.block_pose(), self.bowl_position()]).astype(np.float32)
+        joints = self.joint_positions().astype(np.float32)
+        obs: dict = {"agent_pos": np.concatenate([joints, objects]) if cfg.state_includes_objects else joints}
         if cfg.uses_env_state:
-            obs["environment_state"] = np.concatenate([self.block_pose(), self.bowl_position()]).astype(np.float32)
+            obs["environment_state"] = objects
         if cfg.uses_pixels:
             obs["pixels"] = self.render_cameras()
         return obs

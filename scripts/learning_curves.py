@@ -42,7 +42,7 @@ LABELS = {"dsrl": "DSRL-SAC", "dsrl_na": "DSRL-NA", "vgd": "VGD", "dyna_vgd": "D
           "gaussian": "base, N(0, I) noise", "zero": "base, zero noise", "tanh": "base, tanh(N(0, I)) noise",
           "executed": "base, N(0, I) on executed steps"}
 POLICY_FLAGS = {"dsrl": ["--policy.type=dsrl", "--policy.variant=sac"], "dsrl_na": ["--policy.type=dsrl", "--policy.variant=na"],
-                "vgd": ["--policy.type=dyna_vgd", "--policy.guidance_mode=fixed"], "dyna_vgd": ["--policy.type=dyna_vgd"]}
+                "vgd": ["--policy.type=dyna_vgd", "--policy.guidance_mode=fixed"], "dyna_vgd": ["--policy.type=dyna_vgd", "--policy.guidance_mode=dynamic"]}
 
 
 def run_method(method: str, seed: int, args, out: Path) -> Path:

@@ -28,7 +28,9 @@ from lerobot_steer.policies.dyna_vgd import DynaVGDConfig, DynaVGDPolicy, make_d
 from lerobot_steer.rl.dyna_vgd_algorithm import DynaVGDAlgorithmConfig
 from lerobot_steer.steering import BasePolicyAdapter
 
-SMALL = dict(device="cpu", hidden_dims=[32, 32])
+# The guidance mechanics below are checked on the references' raw gradient in the dynamic mode
+# (the defaults before round 13); the normalized step and the per-mode defaults have their own tests.
+SMALL = dict(device="cpu", hidden_dims=[32, 32], guidance_mode="dynamic", guidance_normalize=False)
 GUIDANCE_KEYS = {"lambda", "lambda_base", "w_local", "w_global", "guidance_weight", "sigma_q", "td_error_ema"}
 
 
@@ -555,3 +557,17 @@ def test_bc_mode_refuses_a_base_checkpoint_naming_both_flags(diffusion_base):
     config = DynaVGDConfig(base_policy_path=str(diffusion_base), base_mode="bc", **SMALL)
     with pytest.raises(ConfigError, match="base_policy_path.*base_mode=frozen"):
         config.observation_delta_indices  # noqa: B018  (what lerobot-train asks first)
+
+
+def test_each_guidance_mode_defaults_to_its_measured_best_step_and_explicit_values_win():
+    """fixed: normalized step 0.01 (rounds 12-13); dynamic: the references' raw gradient, 0.005
+    (round 11). A value the user sets, or a checkpoint saved, is kept as it is."""
+    fixed, dynamic = DynaVGDConfig(), DynaVGDConfig(guidance_mode="dynamic")
+    assert (fixed.guidance_mode, fixed.guidance_normalize, fixed.guidance_scale) == ("fixed", True, 0.01)
+    assert (dynamic.guidance_normalize, dynamic.guidance_scale) == (False, 0.005)
+    raw = DynaVGDConfig(guidance_normalize=False)
+    assert raw.guidance_scale == 0.005
+    assert DynaVGDConfig(guidance_mode="dynamic", guidance_normalize=True).guidance_scale == 0.01
+    assert DynaVGDConfig(guidance_scale=0.03).guidance_scale == 0.03
+    with pytest.raises(ConfigError, match="guidance_scale"):
+        DynaVGDConfig(guidance_scale=-0.01)

@@ -133,15 +133,20 @@ def test_dsrl_at_its_defaults_finds_the_noise_that_hits_the_target(fast_base, va
 
 
 @pytest.mark.slow  # 21-23 s each on a 2-core CPU shared with two training runs
-@pytest.mark.parametrize("mode", ["fixed", "dynamic"])
-def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target(diffusion_base, mode):
+@pytest.mark.parametrize(("mode", "normalize", "scale"), [("fixed", False, 1.0), ("dynamic", False, 1.0),
+                                                          ("fixed", True, 0.1)])
+def test_vgd_at_its_default_strength_for_this_q_scale_moves_chunks_to_the_target(diffusion_base, mode, normalize,
+                                                                                  scale):
     adapter = BasePolicyAdapter.from_pretrained(diffusion_base)
     obs, reward_of, _ = _bandit(adapter)
     torch.manual_seed(1)
-    # A one-chunk task has Q in -4..0, about 100x smaller than the sim's -800..0 that the default
-    # lambda_base (0.005) and C_local / C_global are set for: scale them as the config documents.
-    policy = DynaVGDPolicy(DynaVGDConfig(guidance_mode=mode, guidance_scale=1.0, c_local=0.5, c_global=1.0,
-                                         guidance_last_k=None, **NARROW), base_adapter=adapter)
+    # On the raw gradient: a one-chunk task has Q in -4..0, about 100x smaller than the sim's -800..0
+    # that the raw-gradient lambda_base (0.005) and C_local / C_global are set for: scale them as the
+    # config documents. On a normalized step lambda is an RMS shift per guided step: this bandit's
+    # target lies about 0.5 from the base's chunk, 10x what the sim's 0.01 over 3 steps moves.
+    policy = DynaVGDPolicy(DynaVGDConfig(guidance_mode=mode, guidance_normalize=normalize, guidance_scale=scale,
+                                         c_local=0.5, c_global=1.0, guidance_last_k=None, **NARROW),
+                           base_adapter=adapter)
     algorithm = make_algorithm(DynaVGDAlgorithmConfig(policy_config=policy.config, grad_steps_per_update=4), policy)
     free = _baselines(policy, obs, reward_of)
 

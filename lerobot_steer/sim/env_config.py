@@ -9,7 +9,7 @@ from lerobot.envs.configs import EnvConfig
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_IMAGES, OBS_STATE
 
 from lerobot_steer.sim import pick_place_env  # registers the gym id (also inside async workers)
-from lerobot_steer.sim.pick_place_env import PickPlaceConfig
+from lerobot_steer.sim.pick_place_env import ENV_STATE_DIM, PickPlaceConfig
 
 GYM_PACKAGE, GYM_TASK = pick_place_env.GYM_ID.split("/")
 
@@ -33,7 +33,7 @@ class SO101SimEnvConfig(EnvConfig, PickPlaceConfig):
         }
         self.features_map = {ACTION: ACTION, "agent_pos": OBS_STATE}
         if self.uses_env_state:
-            self.features["environment_state"] = PolicyFeature(type=FeatureType.ENV, shape=(10,))
+            self.features["environment_state"] = PolicyFeature(type=FeatureType.ENV, shape=(ENV_STATE_DIM,))
             self.features_map["environment_state"] = OBS_ENV_STATE
         if self.uses_pixels:
             for cam in self.cameras:

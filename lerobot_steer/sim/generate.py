@@ -69,7 +69,7 @@ def dataset_features(env_cfg: PickPlaceConfig, use_videos: bool = True) -> dict:
         "action": {"dtype": "float32", "shape": (6,), "names": motors},
     }
     if env_cfg.uses_env_state:
-        features["observation.environment_state"] = {"dtype": "float32", "shape": (10,), "names": ENV_STATE_NAMES}
+        features["observation.environment_state"] = {"dtype": "float32", "shape": (len(ENV_STATE_NAMES),), "names": ENV_STATE_NAMES}
     if env_cfg.uses_pixels:
         for cam in env_cfg.cameras:
             features[f"observation.images.{cam}"] = {

@@ -453,11 +453,13 @@ class SO101PickPlaceEnv(gym.Env):
     # ---------------------------------------------------------------- observation
     def _observation(self) -> dict:
         cfg = self.config
-        objects = np.concatenate([self.block_pose(), self.bowl_position()]).astype(np.float32)
-        joints = self.joint_positions().astype(np.float32)
-        obs: dict = {"agent_pos": np.concatenate([joints, objects]) if cfg.state_includes_objects else joints}
-        if cfg.uses_env_state:
-            obs["environment_state"] = objects
+        obs: dict = {"agent_pos": self.joint_positions().astype(np.float32)}
+        if cfg.uses_env_state or cfg.state_includes_objects:
+            objects = np.concatenate([self.block_pose(), self.bowl_position()]).astype(np.float32)
+            if cfg.state_includes_objects:
+                obs["agent_pos"] = np.concatenate([obs["agent_pos"], objects])
+            if cfg.uses_env_state:
+                obs["environment_state"] = objects
         if cfg.uses_pixels:
             obs["pixels"] = self.render_cameras()
         return obs

@@ -151,7 +151,7 @@ class DynaVGDConfig(SteeringConfig):
     def _resolve_guidance_step(self) -> None:
         """Each mode's measured best step where the user set none (docs/results/learning_curves.md,
         rounds 11-13, 200 held-out episodes per seed): fixed strength along the normalized gradient,
-        0.01 per guided step (53.5-72.5 % over 5 seeds, the base's best free mode 32.5 %); dynamic
+        0.01 per guided step (53.5-74 % over 5 seeds, the base's best free mode 32.5 %); dynamic
         weights on the references' raw gradient, lambda_base 0.005 (41-50 %; on a normalized step the
         dynamic weights cut guidance where the critics disagree, which is at the grasps, and it scored
         37-39 %). A saved checkpoint keeps the values it was trained with."""

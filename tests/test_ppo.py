@@ -189,6 +189,9 @@ def test_clipped_surrogate_and_value_loss_match_hand_computed_values():
     torch.testing.assert_close(loss, torch.tensor([-0.5, 1.0, -2.4]))
     torch.testing.assert_close(stats["clipped"].mean(), torch.tensor(2 / 3))
     torch.testing.assert_close(stats["approx_kl"], ratio - 1 - ratio.log())  # k3 >= 0
+    # |log rho| sees rows that moved both ways: ln 2 and ln 1.5 here, while the mean ratio is exactly 1
+    torch.testing.assert_close(stats["abs_log_ratio"], torch.tensor([0.6931472, 0.0, 0.4054651]))
+    torch.testing.assert_close(stats["ratio"].mean(), torch.tensor(1.0))
     values, old, returns = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5]), torch.tensor([2.0, 0.0])
     # row 0: unclipped (1 - 2)^2 = 1, clipped V = 0.5 + 0.2 = 0.7 -> (0.7 - 2)^2 = 1.69: max 1.69
     # row 1: unclipped 0, clipped V = 0.5 - 0.2 = 0.3 -> 0.09: max 0.09
@@ -392,7 +395,7 @@ def test_ppo_and_grpo_runs_checkpoint_a_policy_that_reloads_and_exports(sim_smol
     table = rows(out)
     assert [r["env_steps"] for r in table] == [128, 256]
     last = table[-1]
-    for name in ("policy/loss", "policy/approx_kl", "policy/clip_fraction", "policy/entropy", "value/loss",
+    for name in ("policy/loss", "policy/approx_kl", "policy/clip_fraction", "policy/abs_log_ratio", "policy/entropy", "value/loss",
                  "value/explained_variance", "policy/grad_norm", "train/episode_return", "eval/success_rate",
                  "eval/ci95_high", "env_steps_per_s"):
         assert name in last, name

@@ -19,7 +19,7 @@ policy's memory, so it is off by default). The losses are `losses.py`'s, the adv
 before any step has exactly its acting log-likelihood (ratio 1).
 
 Metric names follow the PPO papers and CleanRL: policy/loss, policy/approx_kl, policy/old_approx_kl,
-policy/clip_fraction, policy/ratio, policy/entropy, policy/chain_std, value/loss,
+policy/clip_fraction, policy/ratio, policy/abs_log_ratio, policy/entropy, policy/chain_std, value/loss,
 value/explained_variance, policy/kl_to_reference, policy/grad_norm, policy/early_stopped,
 policy/optimizer_steps.
 """
@@ -275,6 +275,7 @@ class OnPolicyAlgorithm(RLAlgorithm):
             "policy/loss": policy_loss.mean(), "policy/entropy": entropy.mean(),
             "policy/approx_kl": stats["approx_kl"].mean(), "policy/old_approx_kl": stats["old_approx_kl"].mean(),
             "policy/clip_fraction": stats["clipped"].mean(), "policy/ratio": stats["ratio"].mean(),
+            "policy/abs_log_ratio": stats["abs_log_ratio"].mean(),
             "policy/chain_std": out.stds[noised].mean() if noised.any() else torch.zeros(()),
         }
         loss = loss + self.extra_loss(micro, out, metrics)

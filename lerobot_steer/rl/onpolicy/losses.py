@@ -20,7 +20,9 @@ from torch import Tensor
 
 def clipped_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip: float) -> tuple[Tensor, dict]:
     """Per-sample PPO policy loss (B,) and its diagnostics (per-sample tensors, detached):
-    `ratio`, `clipped` (|rho - 1| > clip), `approx_kl` (k3) and `old_approx_kl` (-log rho)."""
+    `ratio`, `clipped` (|rho - 1| > clip), `approx_kl` (k3), `old_approx_kl` (-log rho) and
+    `abs_log_ratio` (|log rho|: how far one optimizer step moved each chain's joint log-likelihood,
+    which for a long chain at a small noise std can be whole nats while the mean ratio stays near 1)."""
     log_ratio = log_prob - old_log_prob
     ratio = log_ratio.exp()
     loss = -torch.min(ratio * advantages, ratio.clamp(1.0 - clip, 1.0 + clip) * advantages)
@@ -30,6 +32,7 @@ def clipped_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor
             "clipped": ((ratio - 1.0).abs() > clip).float(),
             "approx_kl": (ratio - 1.0) - log_ratio,
             "old_approx_kl": -log_ratio,
+            "abs_log_ratio": log_ratio.abs(),
         }
     return loss, stats
 

@@ -395,8 +395,8 @@ def test_ppo_and_grpo_runs_checkpoint_a_policy_that_reloads_and_exports(sim_smol
     table = rows(out)
     assert [r["env_steps"] for r in table] == [128, 256]
     last = table[-1]
-    for name in ("policy/loss", "policy/approx_kl", "policy/clip_fraction", "policy/abs_log_ratio", "policy/entropy", "value/loss",
-                 "value/explained_variance", "policy/grad_norm", "train/episode_return", "eval/success_rate",
+    for name in ("policy/loss", "policy/approx_kl", "policy/clip_fraction", "policy/abs_log_ratio", "policy/entropy",
+                 "value/loss", "value/explained_variance", "policy/grad_norm", "train/episode_return", "eval/success_rate",
                  "eval/ci95_high", "env_steps_per_s"):
         assert name in last, name
     assert last["rollouts"] == 8 and last["updates"] == 8 * 2 * 2  # 8 rows per rollout: 2 minibatches x 2 epochs

@@ -121,9 +121,10 @@ class SteerRLConfig:
         of one env). None: the method's default (`default_utd_ratio`): DSRL-SAC 2 (the references
         make 5 on robomimic, utd 20 per step of 4 envs, with 3 x 2048 networks; at 4 ours scored
         69-81.5 % where 2 scored 78-92.5 % on the same seeds, in twice the time: learning_curves.md
-        round 14), DSRL-NA 0.5, (Dynamic) VGD 2 with its decode-free value bootstrap (`--policy.td_bootstrap=value`, the online default) and
-        0.25 with the reference's guided decode at s' (`decode`), whose every gradient step decodes
-        the base and would otherwise cap a CPU run at a few env steps per second.
+        round 14), DSRL-NA 0.5, (Dynamic) VGD 2 with its decode-free value bootstrap
+        (`--policy.td_bootstrap=value`, the online default) and 0.25 with the reference's guided
+        decode at s' (`decode`), whose every gradient step decodes the base and would otherwise cap
+        a CPU run at a few env steps per second.
     batch_size / buffer_capacity: replay batch size and capacity (in chunk transitions).
     dataset: offline data mixed into every update batch (`--dataset.repo_id=... --dataset.root=...`,
         LeRobot's dataset options), e.g. the demonstrations the base was trained on. Its chunks are

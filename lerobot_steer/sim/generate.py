@@ -27,12 +27,17 @@ from tqdm import tqdm
 
 from lerobot_steer.cli_errors import mark_user_error, run_command
 from lerobot_steer.sim.expert import ScriptedExpert
-from lerobot_steer.sim.pick_place_env import OUTCOMES, SUCCESS, PickPlaceConfig, SO101PickPlaceEnv
+from lerobot_steer.sim.pick_place_env import (
+    ENV_STATE_DIM,
+    ENV_STATE_NAMES,
+    OUTCOMES,
+    SUCCESS,
+    PickPlaceConfig,
+    SO101PickPlaceEnv,
+)
 from lerobot_steer.sim.units import MOTOR_KEYS
 
 logger = logging.getLogger(__name__)
-
-ENV_STATE_NAMES = ["block_x", "block_y", "block_z", "block_qw", "block_qx", "block_qy", "block_qz", "bowl_x", "bowl_y", "bowl_z"]
 
 
 @dataclass
@@ -63,13 +68,14 @@ class GenerateConfig:
 def dataset_features(env_cfg: PickPlaceConfig, use_videos: bool = True) -> dict:
     """LeRobot dataset features of a sim recording (names as a real so101_follower records them)."""
     motors = list(MOTOR_KEYS)
-    state_names = motors + (ENV_STATE_NAMES if env_cfg.state_includes_objects else [])
+    state_names = motors + (list(ENV_STATE_NAMES) if env_cfg.state_includes_objects else [])
     features = {
         "observation.state": {"dtype": "float32", "shape": (len(state_names),), "names": state_names},
         "action": {"dtype": "float32", "shape": (6,), "names": motors},
     }
     if env_cfg.uses_env_state:
-        features["observation.environment_state"] = {"dtype": "float32", "shape": (len(ENV_STATE_NAMES),), "names": ENV_STATE_NAMES}
+        features["observation.environment_state"] = {"dtype": "float32", "shape": (ENV_STATE_DIM,),
+                                                      "names": list(ENV_STATE_NAMES)}
     if env_cfg.uses_pixels:
         for cam in env_cfg.cameras:
             features[f"observation.images.{cam}"] = {

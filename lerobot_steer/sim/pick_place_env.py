@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 TASK_DESCRIPTION = "Pick up the red block and place it in the blue bowl."
 OBS_TYPES = ("state", "pixels", "pixels_state")
-ENV_STATE_DIM = 10  # block position (3), block quaternion (4), bowl position (3)
+# The privileged object state (`environment_state`, or appended to `agent_pos`): block position,
+# block quaternion, bowl position. The names label the dataset columns; the size follows from them.
+ENV_STATE_NAMES = ("block_x", "block_y", "block_z", "block_qw", "block_qx", "block_qy", "block_qz",
+                   "bowl_x", "bowl_y", "bowl_z")
+ENV_STATE_DIM = len(ENV_STATE_NAMES)
 CAMERAS = ("front", "wrist")
 REWARD_TYPES = ("sparse", "dense")
 

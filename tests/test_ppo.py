@@ -30,7 +30,6 @@ from torch import nn
 from lerobot_steer.policies.common.vla_rl import NoiseStdHead, ValueHead, VLAChain
 from lerobot_steer.rl.chunk_rollout import ChunkCollector
 from lerobot_steer.rl.onpolicy import GRPOAlgorithm, GRPOConfig, PPOAlgorithm, PPOConfig
-from lerobot_steer.rl.onpolicy.acting import group_shared_noise
 from lerobot_steer.rl.onpolicy.advantages import gae, group_relative_advantages
 from lerobot_steer.rl.onpolicy.losses import clipped_surrogate, clipped_value_loss
 from lerobot_steer.rl.onpolicy.rollout_buffer import RolloutBuffer
@@ -78,14 +77,9 @@ class ToyFlowPolicy(nn.Module):
         inputs = torch.cat([x, torch.full_like(x[..., :1], t), c.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
         return (x - mean) / t + self.residual(inputs)
 
-    def initial_noise(self, batch, rows=None, generator=None):
-        return torch.randn(batch["context"].shape[0] if rows is None else rows, 1, ACT, generator=generator)
-
-    def _chain(self, batch, *, noise=None, forced_chain=None, deterministic=False, generator=None) -> VLAChain:
+    def _chain(self, batch, *, forced_chain=None, deterministic=False, generator=None) -> VLAChain:
         c = batch["context"]
-        if forced_chain is not None:
-            noise = forced_chain[:, 0]
-        x = self.initial_noise(batch, generator=generator) if noise is None else noise
+        x = forced_chain[:, 0] if forced_chain is not None else torch.randn(c.shape[0], 1, ACT, generator=generator)
 
         def std(x_k, _v, t):
             return self.rl_noise_head(torch.cat([x_k, c.unsqueeze(1).expand(-1, x_k.shape[1], -1)], dim=-1), t)
@@ -103,7 +97,7 @@ class ToyFlowPolicy(nn.Module):
 
     @torch.no_grad()
     def sample_actions_with_log_prob(self, batch, noise=None, *, deterministic=False, generator=None) -> VLAChain:
-        return self._chain(batch, noise=noise, deterministic=deterministic, generator=generator)
+        return self._chain(batch, deterministic=deterministic, generator=generator)
 
     def evaluate_chain(self, batch, chain) -> VLAChain:
         return self._chain(batch, forced_chain=chain)
@@ -115,23 +109,13 @@ class ToyFlowPolicy(nn.Module):
         return self.sample_actions_with_log_prob({"context": context}, deterministic=True).actions[:, 0]
 
 
-class SpreadToyFlowPolicy(ToyFlowPolicy):
-    """The toy with a base that keeps its initial noise: it decodes W c + b + x_0 (velocity -(W c + b)
-    while the MLP is 0), as a VLA's decode keeps much of x_0's spread. With a small chain std most of
-    a return's variance is then x_0's, which the weights do not produce."""
-
-    def velocity(self, x, t: float, c):
-        inputs = torch.cat([x, torch.full_like(x[..., :1], t), c.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
-        return -(c @ self.W.T + self.b).unsqueeze(1) + self.residual(inputs)
-
-
 def to_batch(obs, _env_index):
     return {"context": torch.as_tensor(obs["context"])}
 
 
-def bandit_round(policy, algorithm, contexts: torch.Tensor, generator: torch.Generator, noise=None):
+def bandit_round(policy, algorithm, contexts: torch.Tensor, generator: torch.Generator):
     """One rollout of the bandit (each row one terminal chunk step) and the algorithm's update on it."""
-    out = policy.sample_actions_with_log_prob({"context": contexts}, noise, generator=generator)
+    out = policy.sample_actions_with_log_prob({"context": contexts}, generator=generator)
     reward = bandit_reward(contexts, out.actions[:, 0])
     n = contexts.shape[0]
     buffer = RolloutBuffer(1, n)
@@ -319,52 +303,6 @@ def test_grpo_reaches_the_bandit_optimum_from_a_biased_flow_base():
     assert "value/loss" not in stats.losses
 
 
-def _grpo_on_spread_toy(shared: bool, seed: int = 0) -> tuple[float, float]:
-    """Mean reward of the decode from N(0, I) before and after 20 GRPO rounds (32 groups of 8)."""
-    torch.manual_seed(seed)
-    policy = SpreadToyFlowPolicy(min_std=0.02, max_std=0.04)  # a chain std of the VLA runs' order
-    algorithm = GRPOAlgorithm(policy, GRPOConfig(group_size=8, lr=1e-2, update_epochs=4, minibatch_size=64))
-    generator = torch.Generator().manual_seed(seed)
-
-    def decode_reward() -> float:
-        g = torch.Generator().manual_seed(123)
-        contexts = torch.rand(2048, CTX, generator=g) * 2 - 1
-        out = policy.sample_actions_with_log_prob({"context": contexts}, deterministic=True, generator=g)
-        return float(bandit_reward(contexts, out.actions[:, 0]).mean())
-
-    before = decode_reward()
-    for _ in range(20):
-        contexts = (torch.rand(32, CTX, generator=generator) * 2 - 1).repeat_interleave(8, dim=0)
-        noise = group_shared_noise(policy, {"context": contexts}, 8, generator) if shared else None
-        bandit_round(policy, algorithm, contexts, generator, noise)
-    return before, decode_reward()
-
-
-def test_grpo_groups_sharing_the_initial_noise_learn_where_independent_draws_barely_move():
-    """--algorithm.shared_initial_noise: with x_0 common to a group, the group's returns differ by the
-    trainable chain noise alone. Seeds 0-5 end at -0.63..-0.92 shared, -1.81..-2.44 independent
-    (the base: -2.63; the optimum: 0)."""
-    before, shared = _grpo_on_spread_toy(shared=True)
-    _, independent = _grpo_on_spread_toy(shared=False)
-    assert before < -2.5
-    assert shared > -1.2, f"GRPO with shared x_0 ended at {shared:.2f} (base {before:.2f})"
-    assert shared > independent + 0.6, (shared, independent)
-
-
-def test_group_shared_noise_repeats_one_draw_per_group():
-    policy = ToyFlowPolicy()
-    batch = {"context": torch.zeros(6, CTX)}
-    noise = group_shared_noise(policy, batch, 3, torch.Generator().manual_seed(0))
-    assert noise.shape == (6, 1, ACT)
-    assert torch.equal(noise[:3], noise[:1].expand(3, -1, -1)) and torch.equal(noise[3:], noise[3:4].expand(3, -1, -1))
-    assert not torch.allclose(noise[0], noise[3])
-    out = policy.sample_actions_with_log_prob(batch, noise, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(out.chain[:, 0], noise)  # the chains start from the shared draws
-    assert not torch.allclose(out.actions[0], out.actions[1])  # and differ by their own chain noise
-    with pytest.raises(ValueError, match="groups of 4"):
-        group_shared_noise(policy, batch, 4)
-
-
 # ------------------------------------------------------------------------------------- the sim
 
 
@@ -489,8 +427,7 @@ def test_ppo_and_grpo_runs_checkpoint_a_policy_that_reloads_and_exports(sim_smol
 
     out = tmp_path / "grpo"
     ppo_cli(monkeypatch, f"--policy.path={model}", "--algorithm.type=grpo", "--algorithm.group_size=2",
-            "--algorithm.minibatch_size=4", "--algorithm.update_epochs=1", "--algorithm.kl_coef=0.01",
-            "--algorithm.shared_initial_noise=true", *SIM,
+            "--algorithm.minibatch_size=4", "--algorithm.update_epochs=1", "--algorithm.kl_coef=0.01", *SIM,
             "--env.episode_length=8",
             "--steps=32", "--log_freq=32", "--eval.n_episodes=0", f"--output_dir={out}")
     last = rows(out)[-1]

@@ -30,7 +30,6 @@ from lerobot_steer.config_error import ConfigError
 from lerobot_steer.policies.common.vla_rl import export_to_base
 from lerobot_steer.policies.pi0_rl import PI0RLConfig, PI0RLPolicy, PI05RLPolicy
 from lerobot_steer.policies.smolvla_rl import SmolVLARLPolicy
-from lerobot_steer.rl.onpolicy.acting import group_shared_noise
 from lerobot_steer.steering import CheckpointError
 
 KINDS = ["pi0", "pi05", "smolvla"]
@@ -128,19 +127,6 @@ def test_deterministic_mode_gives_the_base_actions_for_the_same_noise(bases, kin
         torch.manual_seed(3)
         actions.append(policy.select_action(batch))
     assert torch.equal(actions[0], actions[1])
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_grpo_group_can_share_its_initial_noise_and_differ_by_the_chain(bases, kind):
-    """--algorithm.shared_initial_noise: one x_0 per group of rows, drawn as the base draws it."""
-    rl = _rl(bases, kind)
-    batch = batch_maker(rl)(4, 3)
-    noise = group_shared_noise(rl, batch, 2, torch.Generator().manual_seed(0))
-    assert noise.shape == (4, CHUNK, MAX_DIM)
-    assert torch.equal(noise[0], noise[1]) and torch.equal(noise[2], noise[3]) and not torch.equal(noise[0], noise[2])
-    out = rl.sample_actions_with_log_prob(batch, noise, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(out.chain[:, 0], noise)
-    assert not torch.allclose(out.actions[0], out.actions[1])
 
 
 @pytest.mark.parametrize("kind", ["pi0", "smolvla"])

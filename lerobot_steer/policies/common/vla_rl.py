@@ -427,7 +427,9 @@ class VLARLPolicyMixin:
         if forced_chain is not None:
             noise = forced_chain[:, 0]
         if noise is None:
-            noise = self.initial_noise(batch, generator=generator)
+            shape, device = self._noise_shape(batch), batch[OBS_LANGUAGE_TOKENS].device
+            noise = (self.model.sample_noise(shape, device) if generator is None
+                     else torch.randn(shape, generator=generator, device=device))
         want_features = config.stochastic_chain == "flow_noise" and not deterministic
         with _ModelTaps(self, features=want_features, prefix=config.value_head == "prefix") as taps:
             hook = StochasticEuler(
@@ -442,18 +444,8 @@ class VLARLPolicyMixin:
             value = self._value_from(batch, taps)
         return self._chain_output(record, value, deterministic)
 
-    def _noise_shape(self, batch: dict[str, Tensor], rows: int | None = None) -> tuple[int, int, int]:
-        rows = batch[OBS_LANGUAGE_TOKENS].shape[0] if rows is None else rows
-        return (rows, self.config.chunk_size, self.config.max_action_dim)
-
-    def initial_noise(self, batch: dict[str, Tensor], rows: int | None = None,
-                      generator: torch.Generator | None = None) -> Tensor:
-        """x_0 ~ N(0, I) for `rows` chains (default: one per row of `batch`), as the base draws it
-        (`model.sample_noise`), or from `generator`."""
-        shape, device = self._noise_shape(batch, rows), batch[OBS_LANGUAGE_TOKENS].device
-        if generator is None:
-            return self.model.sample_noise(shape, device)
-        return torch.randn(shape, generator=generator, device=device)
+    def _noise_shape(self, batch: dict[str, Tensor]) -> tuple[int, int, int]:
+        return (batch[OBS_LANGUAGE_TOKENS].shape[0], self.config.chunk_size, self.config.max_action_dim)
 
     def _chain_output(self, record: ChainRecord, value: Tensor | None, deterministic: bool) -> VLAChain:
         return VLAChain(

@@ -28,15 +28,11 @@ class ChainActor:
     """Acts with a chain policy (`pi0_rl`, `pi05_rl`, `smolvla_rl`) on a vector env (module docstring).
 
     tasks: the task string of each env (index = env index), or None for envs without one.
-    noise_group_size: G to give each block of G consecutive envs (a GRPO group) one initial noise x_0
-        per chunk step (`group_shared_noise`); None: every env draws its own, as the base does.
     """
 
     def __init__(self, policy, preprocessor, postprocessor, env_preprocessor=None, env_postprocessor=None,
-                 tasks: Sequence[str | None] | None = None, generator: torch.Generator | None = None,
-                 noise_group_size: int | None = None):
+                 tasks: Sequence[str | None] | None = None, generator: torch.Generator | None = None):
         self.policy = policy
-        self.noise_group_size = noise_group_size
         self.preprocessor, self.postprocessor = preprocessor, postprocessor
         self.env_preprocessor = env_preprocessor
         self.env_postprocessor = env_postprocessor or (lambda x: x)
@@ -58,11 +54,7 @@ class ChainActor:
 
     @torch.no_grad()
     def __call__(self, raw_obs: dict[str, Any]) -> ActedChunk:
-        batch = self.batch(raw_obs)
-        noise = None
-        if self.noise_group_size is not None:
-            noise = group_shared_noise(self.policy, batch, self.noise_group_size, self.generator)
-        out = self.policy.sample_actions_with_log_prob(batch, noise, generator=self.generator)
+        out = self.policy.sample_actions_with_log_prob(self.batch(raw_obs), generator=self.generator)
         chunk = out.actions[:, : self.n_action_steps]
         env_chunk = self.env_postprocessor({ACTION: self.postprocessor(chunk)})[ACTION]
         extras = {"chain": out.chain, "log_prob": out.log_prob}
@@ -76,20 +68,3 @@ class ChainActor:
     def value(self, raw_obs: dict[str, Any], env_index: np.ndarray | None = None) -> Tensor:
         """V of each observation row (n,), on the CPU (for bootstrapping)."""
         return self.policy.predict_value(self.batch(raw_obs, env_index)).float().cpu()
-
-
-def group_shared_noise(policy, batch: dict[str, Any], group_size: int,
-                       generator: torch.Generator | None = None) -> Tensor:
-    """One initial noise x_0 per block of `group_size` consecutive rows of `batch`, repeated over the
-    block: common random numbers for a GRPO group.
-
-    Why: x_0 ~ N(0, I) is not a function of the weights, so its share of a return's variance is noise
-    the policy gradient cannot credit; with a small trainable chain noise it is most of the variance.
-    Within a group that shares x_0 (and its reset seed), the returns differ by the chain's trainable
-    noise alone, and the group mean, a function of x_0, is still a baseline that adds no bias.
-    """
-    rows = next(iter(v for v in batch.values() if isinstance(v, Tensor))).shape[0]
-    if rows % group_size:
-        raise ValueError(f"{rows} rows do not split into groups of {group_size}")
-    per_group = policy.initial_noise(batch, rows=rows // group_size, generator=generator)
-    return per_group.repeat_interleave(group_size, dim=0)

@@ -141,11 +141,6 @@ class GRPOConfig(OnPolicyAlgorithmConfig):
         advantage is 0; only the entropy / KL terms would move the weights), as DAPO's dynamic
         sampling filters them. A rollout without any signal then makes no optimizer step.
     kl_coef: weight of KL(pi || pi_ref) to the weights the run started from (0: none, no copy kept).
-    shared_initial_noise: the G rollouts of a group decode each chunk from the same initial noise x_0
-        (common random numbers), so their returns differ only by the chain's trainable noise. x_0 is
-        not a function of the weights: with independent draws its share of the returns' variance
-        (most of it when the chain's std is small) is noise in the advantages. Off: every rollout
-        draws its own x_0, as the base does.
     gamma: 1.0 here: a group compares undiscounted episode returns.
     normalize_advantages: False here: group-relative advantages are already normalized.
     """
@@ -154,7 +149,6 @@ class GRPOConfig(OnPolicyAlgorithmConfig):
     scale_advantages: bool = True
     skip_flat_groups: bool = True
     kl_coef: float = 0.0
-    shared_initial_noise: bool = False
     gamma: float = 1.0
     normalize_advantages: bool = False
 

@@ -91,10 +91,8 @@ def build(cfg: OnPolicyRunConfig, n_envs: int | None = None):
     algorithm = make_algorithm(cfg.algorithm, policy)
     algorithm.make_optimizers_and_scheduler()
     tasks = env_tasks(envs, env_cfg) if envs is not None else [getattr(env_cfg, "task_description", None)]
-    shared = getattr(cfg.algorithm, "shared_initial_noise", False)
     actor = ChainActor(policy, preprocessor, postprocessor, env_pre, env_post,
-                       tasks=tasks * (cfg.total_envs() // len(tasks)),
-                       noise_group_size=cfg.algorithm.group_size if shared else None)
+                       tasks=tasks * (cfg.total_envs() // len(tasks)))
     buffer = RolloutBuffer(cfg.rollout_chunks(), cfg.total_envs() if envs is None else n_envs)
     return policy, preprocessor, postprocessor, env_pre, env_post, envs, algorithm, actor, buffer
 

@@ -181,7 +181,6 @@ def measure(family, size, trainable, precision, device, vlm_dir, rollout_batch, 
     reset_peak(device)
     update_s = timed(update, device, repeats)
     row.update(update_rows_per_s=micro_batch / update_s, update_peak_gib=peak_gib(device))
-    del policy, algorithm, micro, out
     return row
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import statistics
 import tempfile
@@ -74,11 +75,12 @@ def features(size: str):
     return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (6,))}
 
 
-def build(family: str, size: str, trainable: str, precision: str, device: str, vlm_dir: Path):
+def build(family: str, size: str, trainable: str, precision: str, device: str, vlm_dir: Path, checkpointing: bool):
     """The RL policy with random weights, built directly on `device` (a 3 B model initializes in
     seconds there, minutes on a CPU)."""
     inputs, outputs = features(size)
-    common = dict(input_features=inputs, output_features=outputs, device=device, trainable=trainable)
+    common = dict(input_features=inputs, output_features=outputs, device=device, trainable=trainable,
+                  chain_gradient_checkpointing=checkpointing)
     if size == "tiny":
         common.update(chunk_size=8, n_action_steps=4)
     if family == "smolvla":
@@ -89,7 +91,7 @@ def build(family: str, size: str, trainable: str, precision: str, device: str, v
     else:
         sizes = dict(image_resolution=(28, 28), num_inference_steps=3) if size == "tiny" else {}
         if precision == "bf16":
-            sizes.update(dtype="bfloat16", gradient_checkpointing=True)
+            sizes.update(dtype="bfloat16", gradient_checkpointing=checkpointing)
         config = PI0RLConfig(**sizes, **common)
         cls = PI0RLPolicy
     with torch.device(device):
@@ -141,17 +143,18 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def measure(family, size, trainable, precision, device, vlm_dir, rollout_batch, micro_batch, repeats) -> dict:
+def measure(family, size, trainable, precision, device, vlm_dir, rollout_batch, micro_batch, repeats,
+            checkpointing) -> dict:
     gc.collect()  # the previous row's policy and optimizer
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    policy = build(family, size, trainable, precision, device, vlm_dir)
+    policy = build(family, size, trainable, precision, device, vlm_dir, checkpointing)
     autocast = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
                 if precision == "bf16" and family == "smolvla" else contextlib.nullcontext())
     n_params = sum(p.numel() for p in policy.parameters())
     n_trained = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     # Resident after construction (pi0 is built in fp32, then LeRobot casts it to bf16: the build's peak is higher).
-    row = dict(family=family, size=size, trainable=trainable, precision=precision,
+    row = dict(family=family, size=size, trainable=trainable, precision=precision, checkpointing=checkpointing,
                params_m=n_params / 1e6, trained_m=n_trained / 1e6, weights_gib=resident_gib(device))
 
     policy.eval()
@@ -188,14 +191,14 @@ def print_table(rows: list[dict]) -> None:
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    print(f"{'family':8} {'trainable':9} {'prec':5} {'params M':>9} {'trained M':>9} {'base ch/s':>10} "
+    print(f"{'family':8} {'trainable':9} {'prec':5} {'ckpt':4} {'params M':>9} {'trained M':>9} {'base ch/s':>10} "
           f"{'chain ch/s':>10} {'chain/base':>10} {'update rows/s':>13} {'weights GiB':>11} {'act peak GiB':>12} "
           f"{'update peak GiB':>15}")
     for r in rows:
         if "error" in r:
-            print(f"{r['family']:8} {r['trainable']:9} {r['precision']:5} failed: {r['error']}")
+            print(f"{r['family']:8} {r['trainable']:9} {r['precision']:5} {'on' if r['checkpointing'] else 'off':4} failed: {r['error']}")
             continue
-        print(f"{r['family']:8} {r['trainable']:9} {r['precision']:5} {r['params_m']:9.1f} {r['trained_m']:9.1f} "
+        print(f"{r['family']:8} {r['trainable']:9} {r['precision']:5} {'on' if r['checkpointing'] else 'off':4} {r['params_m']:9.1f} {r['trained_m']:9.1f} "
               f"{r['base_chunks_per_s']:10.1f} {r['chain_chunks_per_s']:10.1f} {r['chain_over_base']:10.2f} "
               f"{r['update_rows_per_s']:13.1f} {fmt(r['weights_gib'], '11.2f')} {fmt(r['act_peak_gib'], '12.2f')} "
               f"{fmt(r['update_peak_gib'], '15.2f')}")
@@ -211,6 +214,8 @@ def main() -> None:
     parser.add_argument("--rollout_batch", type=int, default=8, help="observations per acting call (n_envs)")
     parser.add_argument("--micro_batch", type=int, default=8, help="rows per PPO micro-batch")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chain_checkpointing", choices=["off", "on", "both"], default="off",
+                        help="--policy.chain_gradient_checkpointing (and pi0's gradient_checkpointing); both: side by side")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
 
@@ -228,17 +233,17 @@ def main() -> None:
         # The tiny builds need the offline patches; full-size SmolVLA only needs its AutoProcessor stubbed
         # (loaded for two image-token ids), which the same context does, with the full config already saved.
         with offline_vla_builds(vlm_dir) if args.size == "tiny" else _smolvla_processor_stub():
-            for family in args.families:
-                for trainable in args.trainable:
-                    try:
-                        row = measure(family, args.size, trainable, args.precision, args.device, vlm_dir,
-                                      args.rollout_batch, args.micro_batch, args.repeats)
-                    except torch.OutOfMemoryError as error:
-                        row = dict(family=family, trainable=trainable, precision=args.precision,
-                                   error=f"out of memory: {str(error).splitlines()[0]}")
-                        torch.cuda.empty_cache()
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+            settings = {"off": [False], "on": [True], "both": [False, True]}[args.chain_checkpointing]
+            for family, trainable, checkpointing in itertools.product(args.families, args.trainable, settings):
+                try:
+                    row = measure(family, args.size, trainable, args.precision, args.device, vlm_dir,
+                                  args.rollout_batch, args.micro_batch, args.repeats, checkpointing)
+                except torch.OutOfMemoryError as error:
+                    row = dict(family=family, trainable=trainable, precision=args.precision,
+                               checkpointing=checkpointing, error=f"out of memory: {str(error).splitlines()[0]}")
+                    torch.cuda.empty_cache()
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     print()
     print(f"rollout batch {args.rollout_batch}, PPO micro-batch {args.micro_batch}, median of {args.repeats}")
     print_table(rows)

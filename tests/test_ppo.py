@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import types
 from pathlib import Path
 
 import gymnasium as gym
@@ -224,14 +222,6 @@ def test_a_stored_chain_reevaluates_to_ratio_one_and_micro_batches_give_the_mini
         steps.append({k: v.detach().clone() for k, v in policy.state_dict().items()})
     for key in steps[0]:
         torch.testing.assert_close(steps[0][key], steps[1][key], atol=1e-6, rtol=1e-5)
-
-
-def test_gradient_checkpointing_is_reported_as_inactive_in_updates(caplog):
-    policy = ToyFlowPolicy()
-    policy.config = types.SimpleNamespace(gradient_checkpointing=True)
-    with caplog.at_level(logging.WARNING):
-        _ppo(policy)
-    assert "--algorithm.micro_batch_size" in caplog.text and "gradient_checkpointing" in caplog.text
 
 
 def test_approx_kl_early_stop_skips_the_step_that_goes_too_far():

@@ -393,3 +393,38 @@ def test_bf16_with_gradient_checkpointing_samples_reevaluates_and_trains(bases, 
     log_prob.sum().backward()
     grads = [p.grad for p in policy.parameters() if p.requires_grad and p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize(("kind", "chain_type"), [("smolvla", "flow_noise"), ("pi0", "flow_noise"), ("pi05", "flow_sde"), ("pi05", "flow_noise"), ("pi0", "flow_sde")])
+def test_checkpointed_chain_gives_the_same_log_prob_and_gradients(bases, kind, chain_type):
+    """`chain_gradient_checkpointing` recomputes each denoising step in the backward pass (PPO's memory
+    knob, docs/results/gpu_vla.md): the re-evaluated log-likelihood, value and every gradient are those
+    of the plain re-evaluation, into the VLM too (trainable=all: gradients cross the prefix KV cache)."""
+    results = []
+    for checkpointing in (False, True):
+        policy = _rl(bases, kind, trainable="all", stochastic_chain=chain_type,
+                     chain_gradient_checkpointing=checkpointing).eval()  # as PPO / GRPO updates run it
+        batch = batch_maker(policy)(2, 3)
+        chain = policy.sample_actions_with_log_prob(batch, _noise()).chain
+        out = policy.evaluate_chain(batch, chain)
+        calls = []
+        handle = policy.model.action_out_proj.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        (out.log_prob.sum() + out.value.sum()).backward()
+        handle.remove()
+        # Checkpointed: every denoising step's expert pass runs again in the backward pass (a pre-hook: torch
+        # stops a recomputation once it has what backward needs, which can be inside action_out_proj).
+        assert len(calls) == (policy.num_denoise_steps if checkpointing else 0)
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        results.append((out.log_prob.detach(), out.value.detach(), grads))
+    (lp, value, grads), (lp_ck, value_ck, grads_ck) = results
+    torch.testing.assert_close(lp_ck, lp)
+    torch.testing.assert_close(value_ck, value)
+    assert grads.keys() == grads_ck.keys() and any("noise_head" in n for n in grads) == (chain_type == "flow_noise")
+    assert any("with_expert.paligemma." in n or "with_expert.vlm." in n for n in grads), "no gradient reached the VLM"
+    for name in grads:
+        torch.testing.assert_close(grads_ck[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_pi0_gradient_checkpointing_switches_the_chain_checkpointing_on(bases):
+    assert _rl(bases, "pi0", gradient_checkpointing=True).config.checkpoint_chain
+    assert not _rl(bases, "pi0").config.checkpoint_chain

@@ -40,6 +40,7 @@ which is what PPO needs after a weight update.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,6 +124,12 @@ class StochasticEuler:
         deterministic: every std 0 (the ODE itself); log-densities are then 0, not defined.
         forced_chain: re-evaluate this stored chain (B, K + 1, chunk, D) instead of sampling.
         generator: for the step noise (None: torch's global generator; else on the chain's device).
+        checkpoint: with gradients enabled, recompute each step's velocity and std in the backward pass
+            instead of keeping their activations (torch.utils.checkpoint, non-reentrant): an update's
+            memory no longer grows with K passes of the action expert per row.
+        step_context: entered around each step's velocity and std, in the forward pass and again in
+            the recomputation (which runs after the decode, when the caller's hooks are gone): whatever
+            `std_fn` reads from the model (a feature hook) must be set up here.
     """
 
     def __init__(
@@ -135,6 +142,8 @@ class StochasticEuler:
         deterministic: bool = False,
         forced_chain: Tensor | None = None,
         generator: torch.Generator | None = None,
+        checkpoint: bool = False,
+        step_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ):
         if chain_type not in STOCHASTIC_CHAINS:
             raise ValueError(f"chain_type must be one of {STOCHASTIC_CHAINS}, got {chain_type!r}")
@@ -150,6 +159,8 @@ class StochasticEuler:
         self._deterministic = deterministic
         self._forced = forced_chain
         self._generator = generator
+        self._checkpoint = checkpoint
+        self._step_context = step_context
         self._states: list[Tensor] = [] if forced_chain is None else [forced_chain[:, 0]]
         self._means: list[Tensor] = []
         self._stds: list[Tensor] = []
@@ -168,10 +179,18 @@ class StochasticEuler:
         if not self._states:
             self._states.append(x_t)  # the initial noise, as the sampler received it
         x = self._states[k] if self._forced is None else self._forced[:, k]
-        v = original_denoise_step_partial(x)
         delta = 1.0 / self._num_steps
         mask = self._mask.expand_as(x)
-        std = torch.zeros_like(x) if self._deterministic else self._std_fn(x, v, time) * mask
+
+        def velocity_and_std(x_k: Tensor) -> tuple[Tensor, Tensor]:
+            with self._step_context():
+                v_k = original_denoise_step_partial(x_k)
+                return v_k, torch.zeros_like(x_k) if self._deterministic else self._std_fn(x_k, v_k, time) * mask
+
+        if self._checkpoint and torch.is_grad_enabled():
+            v, std = torch.utils.checkpoint.checkpoint(velocity_and_std, x, use_reentrant=False)
+        else:
+            v, std = velocity_and_std(x)
         if self._type == "flow_noise":
             mean, std = flow_noise_moments(x, v, delta, std)
         else:

@@ -158,6 +158,16 @@ class _ModelTaps:
     def _on_action_out_proj(self, _module, args, _output) -> None:
         self.features = args[0]
 
+    @contextlib.contextmanager
+    def feature_tap(self) -> Iterator[None]:
+        """The `features` hook alone, for one step: a checkpointed step recomputes its std in the backward
+        pass, after this object's context has closed, and must read its own step's features again."""
+        handle = self._policy.model.action_out_proj.register_forward_hook(self._on_action_out_proj)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def _on_embed_prefix(self, original, *args, **kwargs):
         out = original(*args, **kwargs)
         if self.prefix_mask is None:
@@ -435,7 +445,8 @@ class VLARLPolicyMixin:
             hook = StochasticEuler(
                 chain_type=config.stochastic_chain, num_steps=self.num_denoise_steps, std_fn=self._std_fn(taps),
                 mask=self.noise_mask(noise.device), deterministic=deterministic, forced_chain=forced_chain,
-                generator=generator,
+                generator=generator, checkpoint=config.checkpoint_chain,
+                step_context=taps.feature_tap if want_features else contextlib.nullcontext,
             )
             sampler = inspect.unwrap(type(self.model).sample_actions).__get__(self.model)
             with velocity_seam(self, hook):

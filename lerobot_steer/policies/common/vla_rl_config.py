@@ -68,6 +68,12 @@ class VLARLConfigMixin:
             `inject_adapter_in_model`; the VLM's own weights stay frozen; an export merges the adapters
             into the stock weights), or "all". The noise and value heads always train.
 
+    Memory:
+        chain_gradient_checkpointing: in PPO / GRPO updates, recompute each denoising step's expert
+            pass in the backward pass instead of keeping its activations (also switched on by pi0 /
+            pi05's own `gradient_checkpointing`, which LeRobot applies only in training mode and so never
+            inside the chain's re-evaluation). Same gradients, less memory, more compute.
+
     Acting:
         deterministic_eval: in eval mode `select_action` / `predict_action_chunk` run the base's own
             deterministic decode (sigma 0: exactly the base's actions for the same noise); False
@@ -91,6 +97,7 @@ class VLARLConfigMixin:
     value_head_dims: list[int] = field(default_factory=lambda: [256, 256])
 
     trainable: str = "expert"
+    chain_gradient_checkpointing: bool = False
     lora_rank: int = 16
     lora_alpha: float = 32.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -102,6 +109,11 @@ class VLARLConfigMixin:
     def __post_init__(self):
         super().__post_init__()
         self.validate_rl_fields()
+
+    @property
+    def checkpoint_chain(self) -> bool:
+        """Whether the chain's steps are checkpointed in updates (`chain_gradient_checkpointing`)."""
+        return self.chain_gradient_checkpointing or bool(getattr(self, "gradient_checkpointing", False))
 
     def validate_rl_fields(self) -> None:
         """Refuse bad RL settings at parse time, naming the flag and the fix."""

@@ -27,7 +27,6 @@ policy/optimizer_steps.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -171,13 +170,6 @@ class OnPolicyAlgorithm(RLAlgorithm):
         self.optimizers: dict[str, Optimizer] = {}
         self._optimization_step = 0
         self.reference = None
-        if getattr(getattr(policy, "config", None), "gradient_checkpointing", False):
-            # LeRobot checkpoints only in training mode; the chain is re-evaluated in eval mode (dropout off,
-            # so the likelihood is the acting one) through the KV-cached inference path (docs/results/gpu_vla.md).
-            logging.warning(
-                "--policy.gradient_checkpointing=true saves no memory in PPO / GRPO updates: the chain is "
-                "re-evaluated in eval mode through LeRobot's cached decode, where it does not act. Bound an update's "
-                "memory with --algorithm.micro_batch_size instead")
         if getattr(config, "kl_coef", 0.0) > 0:
             self.reference = copy.deepcopy(policy).eval()
             self.reference.requires_grad_(False)

@@ -41,12 +41,11 @@ from pathlib import Path
 import torch
 
 from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
 from lerobot_steer.policies.pi0_rl import PI0RLConfig, PI0RLPolicy
 from lerobot_steer.policies.smolvla_rl import SmolVLARLConfig, SmolVLARLPolicy
 from lerobot_steer.rl.onpolicy.algorithms import PPOAlgorithm, PPOConfig
-from lerobot_steer.steering.tiny_bases import offline_vla_builds
+from lerobot_steer.steering.tiny_bases import batch_maker, offline_smolvla_processor, offline_vla_builds
 
 CAMERAS = ("observation.images.front", "observation.images.wrist")
 STATE, ACTION = "observation.state", "action"
@@ -100,15 +99,8 @@ def build(family: str, size: str, trainable: str, precision: str, device: str, v
 
 
 def make_batch(policy, batch_size: int, device: str, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    batch = {}
-    for key, ft in policy.config.input_features.items():
-        if ft.type is FeatureType.VISUAL:
-            batch[key] = torch.rand(batch_size, *ft.shape, generator=g)
-        elif ft.type is FeatureType.STATE:
-            batch[key] = torch.randn(batch_size, *ft.shape, generator=g)
-    batch[OBS_LANGUAGE_TOKENS] = torch.randint(0, 900, (batch_size, NUM_TOKENS), generator=g)
-    batch[OBS_LANGUAGE_ATTENTION_MASK] = torch.ones(batch_size, NUM_TOKENS, dtype=torch.bool)
+    """Random normalized observations with NUM_TOKENS language tokens, on `device`."""
+    batch = batch_maker(policy, num_tokens=NUM_TOKENS)(batch_size, seed)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -230,9 +222,9 @@ def main() -> None:
         vlm_dir.mkdir()
         if args.size == "full":
             save_smolvlm2_500m_config(vlm_dir)
-        # The tiny builds need the offline patches; full-size SmolVLA only needs its AutoProcessor stubbed
-        # (loaded for two image-token ids), which the same context does, with the full config already saved.
-        with offline_vla_builds(vlm_dir) if args.size == "tiny" else _smolvla_processor_stub():
+        # The tiny builds need all the offline patches; full-size ones only SmolVLA's AutoProcessor stub
+        # (pi0 builds from LeRobot's hard-coded sizes, which the tiny patches would shrink).
+        with offline_vla_builds(vlm_dir) if args.size == "tiny" else offline_smolvla_processor():
             settings = {"off": [False], "on": [True], "both": [False, True]}[args.chain_checkpointing]
             for family, trainable, checkpointing in itertools.product(args.families, args.trainable, settings):
                 try:
@@ -249,23 +241,6 @@ def main() -> None:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
-
-
-@contextlib.contextmanager
-def _smolvla_processor_stub():
-    """SmolVLA loads an AutoProcessor only for two image-token ids: give it SmolVLM2's, offline."""
-    import types
-
-    from lerobot.policies.smolvla import smolvlm_with_expert
-
-    ids = types.SimpleNamespace(fake_image_token_id=49189, global_image_token_id=49152)
-    stub = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=ids))
-    original = smolvlm_with_expert.AutoProcessor
-    smolvlm_with_expert.AutoProcessor = stub
-    try:
-        yield
-    finally:
-        smolvlm_with_expert.AutoProcessor = original
 
 
 if __name__ == "__main__":

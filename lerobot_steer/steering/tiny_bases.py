@@ -91,13 +91,10 @@ def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
     """
     from lerobot.policies.pi0 import modeling_pi0
     from lerobot.policies.pi05 import modeling_pi05
-    from lerobot.policies.smolvla import smolvlm_with_expert
 
     vlm_dir = Path(vlm_dir)
     if not (vlm_dir / "config.json").is_file():  # another process (a worker of this one) may have written it
         _save_tiny_smolvlm(vlm_dir)
-    token_ids = types.SimpleNamespace(fake_image_token_id=998, global_image_token_id=999)
-    stub_processor = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=token_ids))
 
     def tiny_paligemma(base_cls):
         class TinyPaliGemma(base_cls):
@@ -113,12 +110,22 @@ def offline_vla_builds(vlm_dir: Path) -> Iterator[Path]:
 
     tiny_gemma = modeling_pi0.GemmaConfig(width=64, depth=1, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(smolvlm_with_expert, "AutoProcessor", stub_processor))
+        stack.enter_context(offline_smolvla_processor())
         for module in (modeling_pi0, modeling_pi05):
             stack.enter_context(_patched(module, "get_gemma_config", lambda variant: tiny_gemma))
             stack.enter_context(_patched(module, "PaliGemmaForConditionalGenerationWithPiGemma",
                                          tiny_paligemma(module.PaliGemmaForConditionalGenerationWithPiGemma)))
         yield vlm_dir
+
+
+def offline_smolvla_processor() -> contextlib.AbstractContextManager:
+    """SmolVLA loads an AutoProcessor only for two image-token ids: stub it (ids within any SmolVLM
+    vocabulary here, tiny or full-size) so that a SmolVLA builds from a local config with no download."""
+    from lerobot.policies.smolvla import smolvlm_with_expert
+
+    token_ids = types.SimpleNamespace(fake_image_token_id=998, global_image_token_id=999)
+    stub_processor = types.SimpleNamespace(from_pretrained=lambda *a, **k: types.SimpleNamespace(tokenizer=token_ids))
+    return _patched(smolvlm_with_expert, "AutoProcessor", stub_processor)
 
 
 TOKENIZER_WORDS = ("[PAD]", "[UNK]", "pick", "up", "the", "red", "block", "and", "place", "it", "in", "blue", "bowl", ".")
@@ -219,8 +226,8 @@ def tiny_sim_smolvla(vlm_dir: Path, camera: str = CAMERA, **overrides):
     return policy, pre, post
 
 
-def batch_maker(policy) -> Callable[[int, int], dict]:
-    """Random normalized single-step observations for `policy` (language tokens for VLA bases)."""
+def batch_maker(policy, num_tokens: int = 5) -> Callable[[int, int], dict]:
+    """Random normalized single-step observations for `policy` (`num_tokens` language tokens for VLA bases)."""
     config = policy.config
 
     def make_batch(batch_size: int, seed: int) -> dict:
@@ -234,8 +241,8 @@ def batch_maker(policy) -> Callable[[int, int], dict]:
             else:
                 batch[key] = torch.randn(batch_size, *ft.shape, generator=g)
         if config.type != "diffusion":
-            batch[TOKENS] = torch.randint(0, 900, (batch_size, 5), generator=g)
-            batch[TOKEN_MASK] = torch.ones(batch_size, 5, dtype=torch.bool)
+            batch[TOKENS] = torch.randint(0, 900, (batch_size, num_tokens), generator=g)
+            batch[TOKEN_MASK] = torch.ones(batch_size, num_tokens, dtype=torch.bool)
         return batch
 
     return make_batch

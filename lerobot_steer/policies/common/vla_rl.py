@@ -128,15 +128,17 @@ class _PrefixOnly:
 class _ModelTaps:
     """Reads what a value or noise head needs out of LeRobot's decode, without changing it.
 
-    * `features`: the input of `model.action_out_proj` at the latest step (a forward hook).
+    * `features`: the input of `model.action_out_proj` at the current step, set while `feature_tap()`
+      is active. The chain enters it around each step's velocity and std (the seam's `step_context`),
+      also when a checkpointed step is recomputed in the backward pass, after this context has closed.
     * `prefix` / `prefix_mask`: the VLM's output on the prefix and its padding mask, from the
       first VLM call whose suffix input is None (the prefix pass) and from `model.embed_prefix`. Both
       are called as plain methods (`.forward(...)`), which module hooks do not see, so the bound
       methods are wrapped on the instance for the duration of the context.
     """
 
-    def __init__(self, policy: VLARLPolicyMixin, *, features: bool, prefix: bool):
-        self._policy, self._want_features, self._want_prefix = policy, features, prefix
+    def __init__(self, policy: VLARLPolicyMixin, *, prefix: bool):
+        self._policy, self._want_prefix = policy, prefix
         self.features: Tensor | None = None
         self.prefix: Tensor | None = None
         self.prefix_mask: Tensor | None = None
@@ -144,9 +146,6 @@ class _ModelTaps:
 
     def __enter__(self) -> _ModelTaps:
         model = self._policy.model
-        if self._want_features:
-            handle = model.action_out_proj.register_forward_hook(self._on_action_out_proj)
-            self._stack.callback(handle.remove)
         if self._want_prefix:
             self._stack.enter_context(_wrapped(model, "embed_prefix", self._on_embed_prefix))
             self._stack.enter_context(_wrapped(self._policy.vlm_module, "forward", self._on_vlm_forward))
@@ -160,8 +159,7 @@ class _ModelTaps:
 
     @contextlib.contextmanager
     def feature_tap(self) -> Iterator[None]:
-        """The `features` hook alone, for one step: a checkpointed step recomputes its std in the backward
-        pass, after this object's context has closed, and must read its own step's features again."""
+        """Record `features` for the duration (one step's velocity and std)."""
         handle = self._policy.model.action_out_proj.register_forward_hook(self._on_action_out_proj)
         try:
             yield
@@ -441,7 +439,7 @@ class VLARLPolicyMixin:
             noise = (self.model.sample_noise(shape, device) if generator is None
                      else torch.randn(shape, generator=generator, device=device))
         want_features = config.stochastic_chain == "flow_noise" and not deterministic
-        with _ModelTaps(self, features=want_features, prefix=config.value_head == "prefix") as taps:
+        with _ModelTaps(self, prefix=config.value_head == "prefix") as taps:
             hook = StochasticEuler(
                 chain_type=config.stochastic_chain, num_steps=self.num_denoise_steps, std_fn=self._std_fn(taps),
                 mask=self.noise_mask(noise.device), deterministic=deterministic, forced_chain=forced_chain,
@@ -507,7 +505,7 @@ class VLARLPolicyMixin:
         kind = self.config.value_head
         if kind == "none":
             raise ConfigError("this policy has no value head (--policy.value_head=none); use prefix or separate")
-        with _ModelTaps(self, features=False, prefix=kind == "prefix") as taps:
+        with _ModelTaps(self, prefix=kind == "prefix") as taps:
             if kind == "prefix":
                 sampler = inspect.unwrap(type(self.model).sample_actions).__get__(self.model)
                 # Zero noise: nothing is denoised, and the global random stream is left alone.

@@ -249,6 +249,26 @@ def test_cameras_rendered_in_one_strip_are_the_pictures_of_a_renderer_per_camera
     env.close()
 
 
+def test_the_coarse_table_grid_draws_the_picture_of_the_fine_one():
+    """The table plane is tessellated into 0.2 m quads for drawing (2.5x faster frames on a CPU
+    renderer than MuJoCo's usual 0.01 m): under the scene's directional lights the pictures a pixel
+    policy sees must be those of the fine grid."""
+    import mujoco
+
+    env = SO101PickPlaceEnv(obs_type="pixels", image_height=96, image_width=128)
+    obs, _ = env.reset(seed=5)
+    table = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_GEOM, "table")
+    assert env.model.geom_size[table][2] == pytest.approx(0.2)
+    fine = env.model.__copy__()
+    fine.geom_size[table][2] = 0.01
+    with mujoco.Renderer(fine, 96, 128) as renderer:
+        for cam in env.config.cameras:
+            renderer.update_scene(env.data, camera=cam)
+            diff = np.abs(renderer.render().astype(int) - obs["pixels"][cam])
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.001, (cam, diff.max(), (diff > 0).mean())
+    env.close()
+
+
 def test_camera_multisampling_is_an_option_that_only_softens_edges():
     """MSAA off (the default, ~3x faster on a CPU renderer) and MuJoCo's 4 samples see the same scene."""
     frames = {}
